@@ -1,0 +1,148 @@
+"""All configuration, in one pydantic-settings class.
+
+Environment variables use the prefix ``ROUTEQ_`` (nested fields with ``__``, e.g.
+``ROUTEQ_LIMITS__OPUS__CONCURRENCY=4``); a ``.env`` file in the working directory is read too. Three
+variables keep their conventional names: ``REDIS_URL``, and the Anthropic SDK's own ``ANTHROPIC_API_KEY``
+and ``ANTHROPIC_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobs.catalog import Catalog, ModelSpec, load_catalog
+from jobs.contract import TaskType
+from jobs.keys import Keys
+from jobs.tiers import Tier
+
+
+class TierLimits(BaseModel):
+    """Fleet-wide limits of one tier. ``None`` means not limited by routeq (the API may still limit)."""
+
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int = Field(default=8, ge=1)
+    rpm: int | None = Field(default=None, ge=1)
+    itpm: int | None = Field(default=None, ge=1)
+    otpm: int | None = Field(default=None, ge=1)
+
+
+def _default_limits() -> dict[Tier, TierLimits]:
+    return {
+        Tier.haiku: TierLimits(concurrency=16),
+        Tier.sonnet: TierLimits(concurrency=8),
+        Tier.opus: TierLimits(concurrency=4),
+    }
+
+
+Check = Literal["json", "schema", "max_tokens", "refusal", "empty"]
+
+
+def _default_checks() -> dict[TaskType, list[Check]]:
+    base: list[Check] = ["json", "schema", "max_tokens", "refusal", "empty"]
+    return {t: list(base) for t in TaskType}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ROUTEQ_",
+        env_file=".env",
+        env_nested_delimiter="__",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- connections ------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ROUTEQ_REDIS_URL", "REDIS_URL", "redis_url")
+    )
+    key_prefix: str = "routeq"
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
+    )
+
+    # --- tiers, models, prices --------------------------------------------------------------------
+    tier_models: dict[Tier, str] = Field(
+        default_factory=lambda: {
+            Tier.haiku: "claude-haiku-4-5",
+            Tier.sonnet: "claude-sonnet-4-5",
+            Tier.opus: "claude-opus-4-5",
+        }
+    )
+    models_file: Path | None = None
+
+    # --- fleet-wide limits (defaults; `routeq limits set` overrides them at runtime) --------------
+    limits: dict[Tier, TierLimits] = Field(default_factory=_default_limits)
+    lease_ttl_s: float = Field(default=30.0, gt=0)
+
+    # --- worker -----------------------------------------------------------------------------------
+    intake_max_jobs: int = Field(default=64, ge=1)
+    # Per process and tier: how many parked jobs one process may hold while they wait for a slot.
+    tier_max_jobs: int | None = Field(default=None, ge=1)
+    poll_delay_s: float = Field(default=0.05, gt=0)
+    job_timeout_s: float = Field(default=900.0, gt=0)
+    arq_max_tries: int = Field(default=20, ge=1)
+    drain_timeout_s: float = Field(default=25.0, ge=0)
+    call_timeout_s: float = Field(default=120.0, gt=0)
+    metrics_port: int | None = None
+
+    # --- retries, escalation ----------------------------------------------------------------------
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_base_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=30.0, ge=0)
+    escalate_on_overload: bool = True
+    overload_escalate_after: int = Field(default=3, ge=1)
+    escalation: bool = True
+    max_escalations: int = Field(default=2, ge=0)
+    checks: dict[TaskType, list[Check]] = Field(default_factory=_default_checks)
+
+    # --- routing ----------------------------------------------------------------------------------
+    router_model_path: Path | None = None
+    learned_router: bool = True
+    # Score thresholds of the learned scorer: below sonnet_at -> haiku, at/above opus_at -> opus.
+    threshold_sonnet: float | None = None
+    threshold_opus: float | None = None
+
+    # --- prompt caching ---------------------------------------------------------------------------
+    caching: bool = True
+    cache_warming: bool = True
+    cache_ttl: Literal["auto", "5m", "1h"] = "auto"
+    warm_wait_s: float = Field(default=60.0, gt=0)
+
+    # --- quality monitoring -----------------------------------------------------------------------
+    shadow_rate: float = Field(default=0.0, ge=0, le=1)
+    shadow_budget_usd: float = Field(default=1.0, ge=0)
+
+    # --- budgets ----------------------------------------------------------------------------------
+    budget_action: Literal["fail", "hold"] = "fail"
+
+    # --- storage ----------------------------------------------------------------------------------
+    result_ttl_s: int = Field(default=7 * 86400, ge=60)
+    job_expiry_s: int = Field(default=7 * 86400, ge=60)
+
+    # --- observability ----------------------------------------------------------------------------
+    trace_content: bool = False
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(self.key_prefix)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return load_catalog(self.models_file)
+
+    def model_for(self, tier: Tier) -> str:
+        return self.tier_models[tier]
+
+    def spec_for(self, tier: Tier) -> ModelSpec:
+        return self.catalog.spec(self.tier_models[tier])
+
+    def tier_limits(self, tier: Tier) -> TierLimits:
+        return self.limits.get(tier, TierLimits())
