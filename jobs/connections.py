@@ -1,0 +1,42 @@
+"""Redis connections that survive a Redis restart: commands retry with backoff while it comes back."""
+
+from __future__ import annotations
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+
+from jobs.serialization import deserialize, serialize
+from jobs.settings import Settings
+
+# ~30 s of reconnect attempts (capped exponential backoff) before a command gives up.
+RECONNECT_RETRIES = 40
+
+
+class NoRedisConfigured(RuntimeError):
+    def __init__(self) -> None:
+        super().__init__("no Redis configured: set REDIS_URL (e.g. redis://localhost:6379/0)")
+
+
+def redis_settings(url: str) -> RedisSettings:
+    rs = RedisSettings.from_dsn(url)
+    rs.conn_retries = 10
+    rs.conn_retry_delay = 1
+    rs.retry_on_timeout = True
+    rs.retry_on_error = [ConnectionError, TimeoutError, BusyLoadingError]
+    rs.retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), RECONNECT_RETRIES)
+    return rs
+
+
+async def connect(settings: Settings, url: str | None = None) -> ArqRedis:
+    """An arq pool (a ``redis.asyncio.Redis``) with the orjson serializer and reconnect-with-backoff."""
+    url = url or settings.redis_url
+    if not url:
+        raise NoRedisConfigured()
+    return await create_pool(
+        redis_settings(url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=settings.keys.intake_queue,
+    )

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from jobs.contract import Job
+from jobs.sources import explain
+from jobs.tiers import Tier
+
+
+def test_minimal_job_has_defaults() -> None:
+    j = Job(task="qa", prompt="What is 2+2?")  # type: ignore[arg-type]
+    assert j.version == 1
+    assert j.tags.tenant == "default"
+    assert j.constraints.low is Tier.haiku and j.constraints.high is Tier.opus
+    assert j.output.type == "text"
+
+
+def test_id_is_content_derived_and_stable() -> None:
+    a = Job(task="qa", prompt="x").with_ids("b1")  # type: ignore[arg-type]
+    b = Job(task="qa", prompt="x").with_ids("b1")  # type: ignore[arg-type]
+    c = Job(task="qa", prompt="y").with_ids("b1")  # type: ignore[arg-type]
+    d = Job(task="qa", prompt="x").with_ids("b2")  # type: ignore[arg-type]
+    assert a.job_id == b.job_id
+    assert a.job_id != c.job_id
+    assert a.job_id != d.job_id  # the batch is part of the identity
+    # trace context is transport, not content
+    e = a.model_copy(update={"trace_context": {"traceparent": "00-abc"}})
+    assert Job(**{**e.model_dump(by_alias=True), "id": None}).with_ids("b1").job_id == a.job_id
+
+
+def test_given_id_wins() -> None:
+    assert Job(task="qa", prompt="x", id="mine-1").with_ids("b").job_id == "mine-1"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"task": "poetry", "prompt": "x"}, "task"),
+        ({"task": "qa", "prompt": "   "}, "prompt is empty"),
+        ({"task": "qa", "prompt": 3}, "prompt"),
+        ({"task": "qa", "prompt": "x", "constraints": {"min_tier": "opus", "max_tier": "haiku"}}, "above max_tier"),
+        ({"task": "qa", "prompt": "x", "constraints": {"tier": "gpt"}}, "constraints.tier"),
+        ({"task": "qa", "prompt": "x", "constraints": {"tier": "opus", "max_tier": "sonnet"}}, "above max_tier"),
+        ({"task": "qa", "prompt": "x", "output": {"type": "json", "schema": {"type": "nope"}}}, "not a valid JSON Schema"),
+        ({"task": "qa", "prompt": "x", "output": {"type": "text", "schema": {"type": "object"}}}, 'needs type "json"'),
+        ({"task": "qa", "prompt": "x", "max_output_tokens": 0}, "max_output_tokens"),
+        ({"task": "qa", "prompt": "x", "documents": [{"name": "a", "text": ""}]}, "documents.0.text"),
+        ({"task": "qa", "prompt": "x", "documents": [{"name": "a", "text": "1"}, {"name": "a", "text": "2"}]}, "distinct"),
+        ({"task": "qa", "prompt": "x", "colour": "red"}, "colour: unknown field"),
+        ({"task": "qa", "prompt": "x", "tags": {"tenant": "a b"}}, "tags.tenant"),
+    ],
+)
+def test_invalid_jobs_name_the_problem(data: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValidationError) as ei:
+        Job.model_validate(data)
+    assert fragment in explain(ei.value)
+
+
+def test_wire_round_trip() -> None:
+    j = Job.model_validate(
+        {"task": "extract", "prompt": "p", "documents": [{"name": "d", "text": "t"}],
+         "output": {"type": "json", "schema": {"type": "object"}}, "tags": {"tenant": "t1", "labels": {"k": "v"}}}
+    ).with_ids("b")
+    assert Job.from_wire(j.to_wire()) == j
