@@ -25,7 +25,7 @@ class TaskType(StrEnum):
     classify = "classify"
     extract = "extract"
     summarize = "summarize"
-    translate = "translate"
+    translate = "translate"  # type: ignore[assignment]  # shadows str.translate, harmlessly
     qa = "qa"
     synthesize = "synthesize"
     reason = "reason"
@@ -103,7 +103,7 @@ class OutputFormat(_Strict):
 class Job(_Strict):
     """One unit of work. ``trace_context`` is reserved for W3C trace propagation; it is not content."""
 
-    version: Literal[1] = CONTRACT_VERSION
+    version: Literal[1] = 1
     id: str | None = Field(default=None, min_length=1, max_length=128)
     task: TaskType
     prompt: str

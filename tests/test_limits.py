@@ -1,0 +1,488 @@
+"""Fleet-wide limits (worker/limits.py) against a real redis-server: leases, buckets, cooldowns, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from jobs.keys import Keys
+from jobs.settings import Settings, TierLimits
+from jobs.tiers import Tier
+from worker.limits import (
+    Admission,
+    AdmissionTimeout,
+    Refusal,
+    TierGate,
+    cooldown_from_headers,
+    get_limits,
+    limits_detail,
+    reset_limits,
+    set_limits,
+)
+from worker.limits_cli import add_limits_commands
+
+T = Tier.sonnet
+KEYS = Keys("t")
+
+
+def make_settings(ttl: float = 5.0, **limits: Any) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        key_prefix="t",
+        lease_ttl_s=ttl,
+        limits={Tier.haiku: TierLimits(), T: TierLimits(**limits), Tier.opus: TierLimits()},
+    )
+
+
+GateFactory = Callable[..., Awaitable[TierGate]]
+
+
+@pytest.fixture
+async def gates(redis_url: str) -> AsyncIterator[GateFactory]:
+    """Gates with their own Redis clients, as separate worker processes would have."""
+    made: list[tuple[TierGate, Redis]] = []
+
+    async def make(settings: Settings, start: bool = True, **kw: Any) -> TierGate:
+        r = Redis.from_url(redis_url)
+        gate = TierGate(r, KEYS, settings, owner=f"w{len(made)}", **kw)
+        if start:
+            await gate.start()
+        made.append((gate, r))
+        return gate
+
+    yield make
+    for gate, r in made:
+        await gate.close()
+        await r.aclose()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    r = Redis.from_url(redis_url)
+    yield r
+    await r.aclose()
+
+
+async def admitted(x: Admission | Refusal) -> Admission:
+    assert isinstance(x, Admission), x
+    return x
+
+
+# Counts holders as seen from inside the critical section, and the highest count ever seen.
+PROBE = """
+local v = redis.call('INCR', KEYS[1])
+if v > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], v) end
+return v
+"""
+
+
+# --- concurrency ---------------------------------------------------------------------------------------
+
+
+async def test_concurrency_never_exceeded_in_process(gates: GateFactory, redis: Redis) -> None:
+    settings = make_settings(concurrency=3)
+    gs = [await gates(settings) for _ in range(3)]
+    probe = redis.register_script(PROBE)
+
+    async def one(gate: TierGate) -> None:
+        adm = await gate.admit(T, 10, 10, timeout_s=10)
+        await probe(keys=["probe", "probe:max"])
+        await asyncio.sleep(0.005)
+        await redis.decr("probe")
+        await adm.release(10, 10)
+
+    await asyncio.gather(*(one(gs[i % 3]) for i in range(36)))
+    assert int(await redis.get("probe:max") or 0) == 3  # reached (contended) but never exceeded
+    assert await redis.zcard(KEYS.leases(T)) == 0
+
+
+WORKER_SCRIPT = r"""
+import asyncio, json, sys
+from redis.asyncio import Redis
+from jobs.keys import Keys
+from jobs.settings import Settings, TierLimits
+from jobs.tiers import Tier
+from worker.limits import TierGate
+
+url, mode, limit, ttl = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+T = Tier.sonnet
+limits = {Tier.haiku: TierLimits(), T: TierLimits(concurrency=limit), Tier.opus: TierLimits()}
+settings = Settings(_env_file=None, key_prefix="t", lease_ttl_s=ttl, limits=limits)
+PROBE = '''
+local v = redis.call('INCR', KEYS[1])
+if v > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], v) end
+return v
+'''
+
+async def main():
+    r = Redis.from_url(url)
+    gate = TierGate(r, Keys("t"), settings, owner=f"proc{mode}")
+    await gate.start()
+    if mode == "hold":
+        await gate.admit(T, 1, 1)
+        print("held", flush=True)
+        await asyncio.sleep(60)
+        return
+    probe = r.register_script(PROBE)
+    await r.incr("ready")
+    while int(await r.get("ready")) < int(sys.argv[5]):
+        await asyncio.sleep(0.01)
+
+    async def one():
+        for _ in range(5):
+            adm = await gate.admit(T, 1, 1, timeout_s=20)
+            await probe(keys=["probe", "probe:max"])
+            await asyncio.sleep(0.01)
+            await r.decr("probe")
+            await adm.release(1, 1)
+            await r.incr("done")
+
+    await asyncio.gather(*(one() for _ in range(6)))
+    await gate.close()
+    await r.aclose()
+
+asyncio.run(main())
+"""
+
+
+def spawn(redis_url: str, mode: str, limit: int, ttl: float, n: int = 0) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, redis_url, mode, str(limit), str(ttl), str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+
+
+async def test_concurrency_never_exceeded_across_processes(redis_url: str, redis: Redis) -> None:
+    procs = [spawn(redis_url, "run", limit=4, ttl=5, n=3) for _ in range(3)]
+    for p in procs:
+        assert await asyncio.to_thread(p.wait, 30) == 0
+    assert int(await redis.get("done") or 0) == 3 * 6 * 5
+    assert int(await redis.get("probe:max") or 0) == 4
+    assert await redis.zcard(KEYS.leases(T)) == 0
+
+
+async def test_sigkilled_holder_slot_returns_within_ttl(redis_url: str, gates: GateFactory) -> None:
+    ttl = 1.0
+    holder = spawn(redis_url, "hold", limit=1, ttl=ttl)
+    try:
+        assert holder.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(holder.stdout.readline), 20)
+        assert line.strip() == "held"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(5)
+        killed = time.monotonic()
+        gate = await gates(make_settings(ttl=ttl, concurrency=1))
+        refused = await gate.try_admit(T, 1, 1)
+        assert isinstance(refused, Refusal) and refused.reason == "concurrency"  # the dead lease still counts
+        adm = await gate.admit(T, 1, 1, timeout_s=5)
+        back_after = time.monotonic() - killed
+        assert back_after < ttl + 0.3, back_after
+        assert "concurrency" in adm.waited_on
+        await adm.release(1, 1)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+async def test_renewals_keep_a_long_calls_lease(gates: GateFactory) -> None:
+    settings = make_settings(ttl=0.5, concurrency=1)
+    a, b = await gates(settings), await gates(settings)
+    adm = await admitted(await a.try_admit(T, 1, 1))
+    deadline = time.monotonic() + 1.5  # three TTLs
+    while time.monotonic() < deadline:
+        r = await b.try_admit(T, 1, 1)
+        assert isinstance(r, Refusal) and r.reason == "concurrency"
+        await asyncio.sleep(0.05)
+    assert not adm.lost.is_set()
+    await adm.release(1, 1)
+    await (await admitted(await b.try_admit(T, 1, 1))).release(1, 1)
+
+
+async def test_lost_lease_is_noticed(gates: GateFactory, redis: Redis) -> None:
+    gate = await gates(make_settings(ttl=0.3, concurrency=1))
+    adm = await admitted(await gate.try_admit(T, 1, 1))
+    await redis.zrem(KEYS.leases(T), adm.lease_id)  # as if reaped after a long stall
+    await asyncio.wait_for(adm.lost.wait(), 1.0)
+    await adm.release(1, 1)  # still settles and returns cleanly
+
+
+async def test_release_exactly_once(gates: GateFactory, redis: Redis) -> None:
+    gate = await gates(make_settings(concurrency=2, otpm=1000))
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(KEYS.limits_channel)
+    async with await gate.admit(T, 0, 100) as adm:
+        await adm.release(0, 40)  # refunds 60
+        await adm.release(0, 40)
+        await adm.abandon()
+    # context exit abandons too: all no-ops after the first release
+    assert adm.released and await redis.zcard(KEYS.leases(T)) == 0
+    msgs = []
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        m = await pubsub.get_message(timeout=0.05)
+        if m:
+            msgs.append(m["data"])
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert msgs == [b"release:sonnet"]
+    tokens = float(await redis.hget(KEYS.bucket(T, "otpm"), "tokens"))  # type: ignore[misc]
+    assert tokens == pytest.approx(960, abs=5)  # charged 40 once, not 3 times
+
+
+# --- token buckets -------------------------------------------------------------------------------------
+
+
+async def bucket(redis: Redis, kind: str) -> float:
+    return float(await redis.hget(KEYS.bucket(T, kind), "tokens"))  # type: ignore[misc]
+
+
+async def test_token_buckets_reserve_settle_and_cache_reads(gates: GateFactory, redis: Redis) -> None:
+    gate = await gates(make_settings(concurrency=10, rpm=3, itpm=600, otpm=1000))
+    adm = await admitted(await gate.try_admit(T, 500, 100))
+    assert await bucket(redis, "itpm") == pytest.approx(100, abs=3)
+    assert await bucket(redis, "rpm") == pytest.approx(2, abs=0.01)
+
+    r = await gate.try_admit(T, 200, 100)
+    assert isinstance(r, Refusal) and r.reason == "itpm"
+    assert r.retry_in_s == pytest.approx(100 / 600 * 60, abs=0.5)  # 100 short at 10 tokens/s
+    assert await bucket(redis, "rpm") == pytest.approx(2, abs=0.01)  # all-or-nothing: rpm untouched
+
+    # 50 uncached + 50 written count; 10 000 read from cache do not: 400 of 500 refunded; otpm charged +800.
+    await adm.release(50, 900, cache_read_tokens=10_000, cache_write_tokens=50)
+    assert await bucket(redis, "itpm") == pytest.approx(500, abs=3)
+    assert await bucket(redis, "otpm") == pytest.approx(100, abs=3)
+    r = await gate.try_admit(T, 100, 200)
+    assert isinstance(r, Refusal) and r.reason == "otpm"
+
+    a2 = await admitted(await gate.try_admit(T, 100, 50))
+    a3 = await admitted(await gate.try_admit(T, 100, 50))
+    r = await gate.try_admit(T, 1, 1)
+    assert isinstance(r, Refusal) and r.reason == "rpm"
+    assert r.retry_in_s == pytest.approx(20, abs=0.5)  # one request at 3/min
+    for a in (a2, a3):
+        await a.release(100, 50)
+
+
+async def test_bucket_refills_continuously_and_oversized_requests_go_into_debt(
+    gates: GateFactory, redis: Redis
+) -> None:
+    gate = await gates(make_settings(concurrency=10, itpm=6000))  # 100 tokens/s
+    assert (await gate.take_tokens(T, itpm=10))[0]
+    await asyncio.sleep(0.3)  # would refill 30: capped at capacity
+    assert (await gate.take_tokens(T, itpm=1))[0]
+    assert await bucket(redis, "itpm") == pytest.approx(5999, abs=0.5)
+    await redis.delete(KEYS.bucket(T, "itpm"))
+    ok, _, _ = await gate.take_tokens(T, itpm=6000)
+    assert ok and await bucket(redis, "itpm") == pytest.approx(0, abs=2)
+    await asyncio.sleep(0.3)
+    ok, kind, wait = await gate.take_tokens(T, itpm=100)
+    assert not ok and kind == "itpm" and wait == pytest.approx(0.7, abs=0.15)
+    await redis.delete(KEYS.bucket(T, "itpm"))  # full again
+    ok, _, _ = await gate.take_tokens(T, itpm=9000)  # larger than capacity: admitted when full
+    assert ok and await bucket(redis, "itpm") == pytest.approx(-3000, abs=2)
+
+
+# --- cooldown ------------------------------------------------------------------------------------------
+
+
+async def test_cooldown_is_shared_honoured_and_never_shortened(gates: GateFactory) -> None:
+    settings = make_settings(concurrency=4)
+    a, b = await gates(settings), await gates(settings)
+    await a.cooldown(T, 2.0, "429 from API")
+    r = await b.try_admit(T, 1, 1)
+    assert isinstance(r, Refusal) and r.reason == "cooldown"
+    assert 1.8 < r.retry_in_s <= 2.0
+    assert await a.cooldown(T, 0.2, "shorter") > 1.7  # not shortened
+    assert await b.cooldown_remaining(T) > 1.7
+    assert (await b.try_admit(Tier.haiku, 1, 1)).__class__ is Admission  # other tiers unaffected
+
+    await a.cooldown(Tier.opus, 0.3, "529")
+    adm = await b.admit(Tier.opus, 1, 1, timeout_s=2)
+    assert adm.waited_on == ("cooldown",) and 250 <= adm.wait_ms < 600
+    with pytest.raises(AdmissionTimeout) as e:
+        await b.admit(T, 1, 1, timeout_s=0.2)
+    assert e.value.last is not None and e.value.last.reason == "cooldown"
+
+
+NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def iso(dt: timedelta) -> str:
+    return (NOW + dt).isoformat().replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected"),
+    [
+        (200, {"retry-after": "5"}, None),
+        (500, {}, None),
+        (429, {}, 5.0),
+        (529, {}, 2.0),
+        (429, {"Retry-After": "7"}, 7.0),
+        (429, {"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        (429, {"retry-after": "0"}, 0.5),  # floor
+        (429, {"retry-after": "3600"}, 60.0),  # cap
+        (429, {"retry-after": "Wed, 01 Jan 2025 12:00:10 GMT"}, 10.0),
+        (
+            429,
+            {
+                "anthropic-ratelimit-requests-remaining": "5",
+                "anthropic-ratelimit-requests-reset": iso(timedelta(seconds=30)),
+                "anthropic-ratelimit-input-tokens-remaining": "0",
+                "anthropic-ratelimit-input-tokens-reset": iso(timedelta(seconds=12)),
+            },
+            12.0,  # the exhausted limit decides
+        ),
+        (429, {"anthropic-ratelimit-tokens-reset": iso(timedelta(seconds=4))}, 4.0),
+        (429, {"retry-after": "soon"}, 5.0),  # unparseable -> default
+    ],
+)
+def test_cooldown_from_headers(status: int, headers: dict[str, str], expected: float | None) -> None:
+    assert cooldown_from_headers(status, headers, now=NOW) == expected
+
+
+def test_cooldown_from_headers_prefers_the_servers_date() -> None:
+    headers = {
+        "date": "Wed, 01 Jan 2025 12:00:00 GMT",
+        "anthropic-ratelimit-tokens-reset": "2025-01-01T12:00:08Z",
+    }
+    # our clock is an hour off; the response's own date is used
+    assert cooldown_from_headers(429, headers, now=NOW + timedelta(hours=1)) == 8.0
+
+
+# --- runtime limits ------------------------------------------------------------------------------------
+
+
+async def test_runtime_limit_change_wakes_a_waiting_admit(gates: GateFactory, redis: Redis) -> None:
+    settings = make_settings(concurrency=1)
+    a, b = await gates(settings), await gates(settings, max_poll_s=5.0)  # only the event can wake b soon
+    held = await admitted(await a.try_admit(T, 1, 1))
+    waiter = asyncio.create_task(b.admit(T, 1, 1, timeout_s=5))
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    t0 = time.monotonic()
+    await set_limits(redis, KEYS, T, concurrency=2)
+    adm = await asyncio.wait_for(waiter, 1.0)
+    assert time.monotonic() - t0 < 0.5  # the event, not the 5 s poll
+    assert adm.waited_on == ("concurrency",)
+    await adm.release(1, 1)
+    await held.release(1, 1)
+
+
+async def test_runtime_limit_change_applies_within_a_second_without_events(
+    gates: GateFactory, redis: Redis
+) -> None:
+    gate = await gates(make_settings(concurrency=5, rpm=1), start=False)  # polling only
+    await (await admitted(await gate.try_admit(T, 1, 1))).release(1, 1)
+    waiter = asyncio.create_task(gate.admit(T, 1, 1, timeout_s=5))
+    await asyncio.sleep(0.1)
+    t0 = time.monotonic()
+    await set_limits(redis, KEYS, T, rpm=0)  # unlimited
+    adm = await asyncio.wait_for(waiter, 2.0)
+    assert time.monotonic() - t0 < 1.0
+    assert adm.waited_on == ("rpm",)
+    await adm.release(1, 1)
+
+
+async def test_get_set_reset_limits(redis: Redis) -> None:
+    settings = make_settings(concurrency=3, rpm=50)
+    assert (await get_limits(redis, KEYS, settings))[T] == TierLimits(concurrency=3, rpm=50)
+    written = await set_limits(redis, KEYS, T, concurrency=7, rpm=0, itpm=1000, otpm="none")
+    assert written == {
+        "sonnet:concurrency": "7",
+        "sonnet:rpm": "none",
+        "sonnet:itpm": "1000",
+        "sonnet:otpm": "none",
+    }
+    lim = await get_limits(redis, KEYS, settings)
+    assert lim[T] == TierLimits(concurrency=7, rpm=None, itpm=1000, otpm=None)
+    assert lim[Tier.opus] == settings.tier_limits(Tier.opus)
+    detail = await limits_detail(redis, KEYS, settings)
+    assert detail[T]["rpm"].source == "runtime" and detail[Tier.opus]["rpm"].source == "settings"
+    with pytest.raises(ValueError):
+        await set_limits(redis, KEYS, T, concurrency=0)
+    await reset_limits(redis, KEYS, T)
+    assert (await get_limits(redis, KEYS, settings))[T] == TierLimits(concurrency=3, rpm=50)
+
+
+# --- wake-up latency -----------------------------------------------------------------------------------
+
+
+async def test_waiter_gets_a_released_slot_quickly(gates: GateFactory) -> None:
+    settings = make_settings(concurrency=1)
+    a, b = await gates(settings), await gates(settings, max_poll_s=5.0)  # the pubsub event must do it
+    latencies = []
+    for _ in range(10):
+        held = await admitted(await a.try_admit(T, 1, 1))
+        got_at: list[float] = []
+
+        async def wait(b: TierGate = b, got_at: list[float] = got_at) -> Admission:
+            adm = await b.admit(T, 1, 1, timeout_s=5)
+            got_at.append(time.perf_counter())
+            return adm
+
+        waiter = asyncio.create_task(wait())
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        t0 = time.perf_counter()
+        await held.release(1, 1)
+        adm = await waiter
+        latencies.append(got_at[0] - t0)
+        await adm.release(1, 1)
+    print(
+        f"wake-up latency ms: median {statistics.median(latencies) * 1e3:.2f} max {max(latencies) * 1e3:.2f}"
+    )
+    assert statistics.median(latencies) < 0.03
+    assert max(latencies) < 0.1
+
+
+# --- CLI -----------------------------------------------------------------------------------------------
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_limits_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def test_cli_set_and_show(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("ROUTEQ_KEY_PREFIX", "t")
+    assert run_cli(["limits", "set", "opus", "--concurrency", "2", "--rpm", "none", "--otpm", "500"]) == 0
+    capsys.readouterr()
+    assert run_cli(["limits", "show", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["opus"]["limits"]["concurrency"] == {"value": 2, "source": "runtime"}
+    assert data["opus"]["limits"]["otpm"] == {"value": 500, "source": "runtime"}
+    assert data["haiku"]["limits"]["concurrency"]["source"] == "settings"
+    assert data["opus"]["in_flight"] == 0 and data["opus"]["cooldown_s"] == 0
+    assert run_cli(["limits", "show"]) == 0
+    assert "2 (runtime)" in capsys.readouterr().out
+    assert run_cli(["limits", "set", "opus"]) == 2  # nothing to set
+
+
+def test_cli_without_redis_url_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var in ("REDIS_URL", "ROUTEQ_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir("/")  # no .env
+    assert run_cli(["limits", "show"]) == 2
+    assert "REDIS_URL" in capsys.readouterr().err

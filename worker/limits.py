@@ -1,0 +1,588 @@
+"""Fleet-wide per-tier limits on one shared Redis: concurrency leases, token buckets, cooldowns.
+
+arq's ``max_jobs`` is per process; these limits hold across every worker process on every machine.
+All state lives in Redis and every decision is one Lua script, timed by Redis ``TIME`` (never a worker
+clock), so skewed or crashed workers cannot break a limit:
+
+* **Leases** (``Keys.leases(tier)``): sorted set lease id -> deadline ms. A holder renews every ttl/3;
+  a holder that dies stops renewing and its slot is reaped by the next acquire after the TTL.
+* **Token buckets** (``Keys.bucket(tier, kind)``, kind rpm|itpm|otpm): continuous refill, capacity =
+  the per-minute limit. Admission reserves estimates; release settles with actual usage (the
+  difference is refunded or charged). Cache reads do not count toward itpm, as on the API.
+* **Cooldown** (``Keys.cooldown(tier)``): set after a 429/529 for everyone; never shortened.
+* **Runtime limits** (``Keys.limits_config``, fields ``"<tier>:<kind>"``) overlay ``Settings.limits``;
+  the scripts read them on every call, so a change applies to the very next admission.
+
+Releases and limit changes are published on ``Keys.limits_channel``; a waiting :meth:`TierGate.admit`
+wakes on them at once and otherwise polls (at most every ``max_poll_s``) for expiries and lost events.
+
+Usage by the pipeline::
+
+    gate = TierGate(redis, settings.keys, settings, owner=worker_id)
+    await gate.start()                       # once per process
+    adm = await gate.admit(tier, est_input_tokens=n_in, est_output_tokens=max_tokens)
+    try:
+        response = await call(...)           # if adm.lost.is_set() the fleet limit was not held
+    except BaseException:
+        await adm.abandon()                  # keeps the reservation as charged
+        raise
+    await adm.release_usage(usage)           # or adm.release(input, output, cache_read, cache_write)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import cache
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from jobs.keys import Keys
+from jobs.results import Usage
+from jobs.settings import Settings, TierLimits
+from jobs.tiers import TIER_ORDER, Tier
+
+log = logging.getLogger(__name__)
+
+Reason = Literal["cooldown", "concurrency", "rpm", "itpm", "otpm"]
+LimitKind = Literal["concurrency", "rpm", "itpm", "otpm"]
+LIMIT_KINDS: tuple[LimitKind, ...] = ("concurrency", "rpm", "itpm", "otpm")
+RATE_KINDS: tuple[LimitKind, ...] = ("rpm", "itpm", "otpm")
+UNLIMITED = "none"
+
+
+# --- Lua scripts -------------------------------------------------------------------------------------
+
+
+@cache
+def _lua_dir() -> Traversable:
+    try:
+        return resources.files("worker") / "lua"
+    except NotADirectoryError:
+        # worker/ without __init__.py under an editable install: its namespace path holds the
+        # installer's path hook, which importlib.resources (3.11) cannot read.
+        return Path(__file__).parent / "lua"
+
+
+@cache
+def _script_source(name: str) -> str:
+    lua = _lua_dir()
+    return (lua / "limits_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+class _Scripts:
+    """The limit scripts, registered lazily on one client (``Script`` handles EVALSHA/NOSCRIPT)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._cache: dict[str, AsyncScript] = {}
+
+    async def run(self, name: str, keys: list[str], args: list[str | int | float]) -> Any:
+        script = self._cache.get(name)
+        if script is None:
+            script = self._cache[name] = self._redis.register_script(_script_source(name))
+        return await script(keys=keys, args=args)
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _arg(limit: int | None) -> str:
+    return UNLIMITED if limit is None else str(limit)
+
+
+# --- runtime limits ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LimitValue:
+    value: int | None  # None = unlimited
+    source: Literal["settings", "runtime"]
+
+
+def _parse_override(raw: str) -> int | None:
+    if raw.strip().lower() in (UNLIMITED, "", "0"):
+        return None
+    n = int(float(raw))
+    return n if n > 0 else None
+
+
+async def limits_detail(
+    redis: Redis, keys: Keys, settings: Settings
+) -> dict[Tier, dict[LimitKind, LimitValue]]:
+    """Effective limits per tier and kind, and whether each comes from settings or a runtime override."""
+    stored: dict[Any, Any] = await redis.hgetall(keys.limits_config)  # type: ignore[misc]
+    raw = {_text(k): _text(v) for k, v in stored.items()}
+    out: dict[Tier, dict[LimitKind, LimitValue]] = {}
+    for tier in TIER_ORDER:
+        base = settings.tier_limits(tier)
+        per: dict[LimitKind, LimitValue] = {}
+        for kind in LIMIT_KINDS:
+            override = raw.get(f"{tier}:{kind}")
+            if override is None:
+                per[kind] = LimitValue(getattr(base, kind), "settings")
+            else:
+                per[kind] = LimitValue(_parse_override(override), "runtime")
+        out[tier] = per
+    return out
+
+
+async def get_limits(redis: Redis, keys: Keys, settings: Settings) -> dict[Tier, TierLimits]:
+    """``Settings.limits`` overlaid with the runtime overrides (what the scripts enforce)."""
+    detail = await limits_detail(redis, keys, settings)
+    out: dict[Tier, TierLimits] = {}
+    for tier, per in detail.items():
+        # An override of concurrency to "none" would mean unlimited; TierLimits cannot say that, so the
+        # settings value is shown (set_limits never writes it).
+        conc = per["concurrency"].value or settings.tier_limits(tier).concurrency
+        out[tier] = TierLimits(
+            concurrency=conc, rpm=per["rpm"].value, itpm=per["itpm"].value, otpm=per["otpm"].value
+        )
+    return out
+
+
+async def set_limits(
+    redis: Redis,
+    keys: Keys,
+    tier: Tier | str,
+    concurrency: int | None = None,
+    rpm: int | str | None = None,
+    itpm: int | str | None = None,
+    otpm: int | str | None = None,
+) -> dict[str, str]:
+    """Override limits fleet-wide at runtime; ``None`` leaves a kind as it is, ``0``/``"none"`` makes a
+    rate unlimited. Publishes a ``limits:<tier>`` event so waiting workers re-check at once.
+    Returns the fields written."""
+    tier = Tier(tier)
+    fields: dict[str, str] = {}
+    if concurrency is not None:
+        if int(concurrency) < 1:
+            raise ValueError("concurrency must be >= 1")
+        fields[f"{tier}:concurrency"] = str(int(concurrency))
+    for kind, value in (("rpm", rpm), ("itpm", itpm), ("otpm", otpm)):
+        if value is None:
+            continue
+        if isinstance(value, str) and value.strip().lower() == UNLIMITED:
+            fields[f"{tier}:{kind}"] = UNLIMITED
+            continue
+        n = int(value)
+        if n < 0:
+            raise ValueError(f"{kind} must be >= 0 (0 = unlimited)")
+        fields[f"{tier}:{kind}"] = UNLIMITED if n == 0 else str(n)
+    if fields:
+        await redis.hset(keys.limits_config, mapping=fields)  # type: ignore[misc]
+        await redis.publish(keys.limits_channel, f"limits:{tier}")
+    return fields
+
+
+async def reset_limits(
+    redis: Redis, keys: Keys, tier: Tier | str, kinds: tuple[str, ...] = LIMIT_KINDS
+) -> None:
+    """Drop runtime overrides so the settings apply again."""
+    tier = Tier(tier)
+    await redis.hdel(keys.limits_config, *(f"{tier}:{k}" for k in kinds))  # type: ignore[misc]
+    await redis.publish(keys.limits_channel, f"limits:{tier}")
+
+
+# --- cooldowns from API responses -------------------------------------------------------------------
+
+DEFAULT_COOLDOWN_S = {429: 5.0, 529: 2.0}
+MIN_COOLDOWN_S = 0.5
+MAX_COOLDOWN_S = 60.0
+_RESET_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
+
+
+def _float(v: str | None) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _instant(v: str | None) -> datetime | None:
+    """RFC 3339 (rate-limit resets) or an HTTP date (``date``, ``retry-after``), as aware UTC."""
+    if not v:
+        return None
+    try:
+        d = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            d = parsedate_to_datetime(v)
+        except (TypeError, ValueError):
+            return None
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def cooldown_from_headers(
+    status: int,
+    headers: Mapping[str, str],
+    now: datetime | None = None,
+    default_s: Mapping[int, float] = DEFAULT_COOLDOWN_S,
+    max_s: float = MAX_COOLDOWN_S,
+) -> float | None:
+    """How long the whole tier should pause after a response, or ``None`` for no cooldown.
+
+    Only 429 (rate limited) and 529 (overloaded) cool down. Precedence: ``retry-after-ms``, then
+    ``retry-after`` (seconds or an HTTP date), then the latest ``anthropic-ratelimit-*-reset`` among the
+    exhausted limits (``remaining`` 0; any reset if none says so), else the status default. Absolute
+    times are compared with the response's ``date`` header when present (the API's clock, not ours).
+    The result is clamped to [MIN_COOLDOWN_S, max_s]. A spend-cap 429 is not retryable at all; that is
+    the caller's decision from the error body, not this function's.
+    """
+    if status not in (429, 529):
+        return None
+    h = {k.lower(): v for k, v in headers.items()}
+    ref = _instant(h.get("date")) or now or datetime.now(UTC)
+
+    seconds = None
+    ms = _float(h.get("retry-after-ms"))
+    if ms is not None:
+        seconds = ms / 1000
+    elif (ra := h.get("retry-after")) is not None:
+        seconds = _float(ra)
+        if seconds is None and (when := _instant(ra)) is not None:
+            seconds = (when - ref).total_seconds()
+    else:
+        resets: list[float] = []
+        exhausted: list[float] = []
+        for kind in _RESET_KINDS:
+            when = _instant(h.get(f"anthropic-ratelimit-{kind}-reset"))
+            if when is None:
+                continue
+            left = (when - ref).total_seconds()
+            resets.append(left)
+            if _float(h.get(f"anthropic-ratelimit-{kind}-remaining")) == 0:
+                exhausted.append(left)
+        pick = exhausted or resets
+        if pick:
+            seconds = max(pick)
+    if seconds is None:
+        seconds = default_s.get(status, DEFAULT_COOLDOWN_S[429])
+    return min(max(seconds, MIN_COOLDOWN_S), max_s)
+
+
+# --- admission ---------------------------------------------------------------------------------------
+
+
+class AdmissionTimeout(TimeoutError):
+    def __init__(self, tier: Tier, waited_s: float, last: Refusal | None) -> None:
+        reason = last.reason if last else "unknown"
+        super().__init__(f"no {tier} slot within {waited_s:.1f}s (last refusal: {reason})")
+        self.tier = tier
+        self.last = last
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    tier: Tier
+    reason: Reason
+    # When trying again may succeed: exact for cooldown and buckets; for concurrency the earliest lease
+    # deadline (a release usually comes sooner, and is published).
+    retry_in_s: float
+    holders: int
+    limit: int | None
+
+
+@dataclass(eq=False)
+class Admission:
+    """A held slot on a tier. Call exactly one of :meth:`release`, :meth:`release_usage` or
+    :meth:`abandon` (further calls are no-ops); as an async context manager, exit abandons if none
+    was called. ``lost`` is set when a renewal found the lease reaped (the call then ran outside the
+    fleet limit)."""
+
+    tier: Tier
+    lease_id: str
+    holders: int
+    est_input_tokens: int
+    est_output_tokens: int
+    wait_ms: float = 0.0
+    waited_on: tuple[Reason, ...] = ()
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    _gate: TierGate | None = field(default=None, repr=False)
+    _renewer: asyncio.Task[None] | None = field(default=None, repr=False)
+    _released: bool = field(default=False, repr=False)
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    async def release(
+        self, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> None:
+        """Settle the buckets with actual usage and free the slot. Token counts follow the API's usage:
+        ``input_tokens`` is the uncached input; cache writes count toward itpm, cache reads do not."""
+        del cache_read_tokens  # accepted for symmetry with the API usage; reads are free of itpm
+        await self._finish(input_tokens + cache_write_tokens, output_tokens)
+
+    async def release_usage(self, usage: Usage) -> None:
+        await self.release(
+            usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens
+        )
+
+    async def abandon(self) -> None:
+        """Free the slot keeping the reservation charged (usage unknown, e.g. the call raised)."""
+        await self._finish(self.est_input_tokens, self.est_output_tokens)
+
+    async def _finish(self, itpm_used: int, otpm_used: int) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        if self._gate is not None:
+            await self._gate._settle_and_release(self, itpm_used, otpm_used)
+
+    async def __aenter__(self) -> Admission:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.abandon()
+
+
+class TierGate:
+    """Admission to tiers under the fleet-wide limits. One per process (one pubsub connection).
+
+    ``try_admit`` never waits (the intake queue's try-once); ``admit`` waits, woken by releases and limit
+    changes published on the channel, polling at most every ``max_poll_s`` for expiries. Without
+    :meth:`start` it still works, by polling only.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        owner: str,
+        lease_ttl_s: float | None = None,
+        max_poll_s: float = 0.5,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings
+        self.owner = owner
+        self.lease_ttl_s = lease_ttl_s if lease_ttl_s is not None else settings.lease_ttl_s
+        self.max_poll_s = max_poll_s
+        self._scripts = _Scripts(redis)
+        self._wake: dict[Tier, asyncio.Event] = {t: asyncio.Event() for t in TIER_ORDER}
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._held: set[Admission] = set()
+
+    @property
+    def _ttl_ms(self) -> int:
+        return max(1, round(self.lease_ttl_s * 1000))
+
+    def _bucket_keys(self, tier: Tier) -> list[str]:
+        return [self.keys.bucket(tier, kind) for kind in RATE_KINDS]
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._listener is not None:
+            return
+        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.subscribe(self.keys.limits_channel)
+        self._listener = asyncio.create_task(self._listen(), name="routeq-limits-listener")
+
+    async def close(self) -> None:
+        """Stop listening and release (abandon) anything still held."""
+        for adm in list(self._held):
+            with contextlib.suppress(RedisError):
+                await adm.abandon()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+
+    async def _listen(self) -> None:
+        assert self._pubsub is not None
+        while True:
+            try:
+                msg = await self._pubsub.get_message(timeout=1.0)
+            except RedisError as e:
+                # get_message reconnects and resubscribes on the next call; events may have been
+                # missed meanwhile, so wake every waiter to re-check.
+                log.warning("limits channel error: %s", e)
+                self._wake_all()
+                await asyncio.sleep(0.5)
+                continue
+            if msg is None or msg.get("type") != "message":
+                continue
+            _, _, tier = _text(msg["data"]).partition(":")
+            if tier in Tier.__members__:
+                self._wake_tier(Tier(tier))
+            else:
+                self._wake_all()
+
+    def _wake_tier(self, tier: Tier) -> None:
+        # Swap before setting: waiters hold the event they saw before trying, so none misses a wake-up.
+        ev, self._wake[tier] = self._wake[tier], asyncio.Event()
+        ev.set()
+
+    def _wake_all(self) -> None:
+        for t in TIER_ORDER:
+            self._wake_tier(t)
+
+    # --- admission --------------------------------------------------------------------------------
+
+    async def try_admit(
+        self, tier: Tier, est_input_tokens: int, est_output_tokens: int
+    ) -> Admission | Refusal:
+        """One atomic attempt: cooldown, a lease, and the rpm/itpm/otpm reservation, or a Refusal.
+        ``est_input_tokens`` should count what the API counts toward itpm: uncached input plus cache
+        writes (an over-estimate is refunded on release)."""
+        tier = Tier(tier)
+        lim = self.settings.tier_limits(tier)
+        lease_id = f"{self.owner}:{uuid.uuid4().hex[:16]}"
+        k = self.keys
+        res = await self._scripts.run(
+            "lease_acquire",
+            [k.leases(tier), k.cooldown(tier), k.limits_config, *self._bucket_keys(tier)],
+            [
+                str(tier), lease_id, self._ttl_ms,
+                lim.concurrency, _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm),
+                1, max(0, est_input_tokens), max(0, est_output_tokens),
+            ],
+        )  # fmt: skip
+        granted, reason, retry_ms, holders, limit = (
+            int(res[0]), _text(res[1]), int(res[2]), int(res[3]), int(res[4])
+        )  # fmt: skip
+        if not granted:
+            return Refusal(tier, cast(Reason, reason), retry_ms / 1000, holders, None if limit < 0 else limit)
+        adm = Admission(tier, lease_id, holders, max(0, est_input_tokens), max(0, est_output_tokens))
+        adm._gate = self
+        adm._renewer = asyncio.create_task(self._renew(adm), name=f"routeq-lease-{lease_id}")
+        self._held.add(adm)
+        return adm
+
+    async def admit(
+        self, tier: Tier, est_input_tokens: int, est_output_tokens: int, timeout_s: float | None = None
+    ) -> Admission:
+        """Wait for admission; the Admission records ``wait_ms`` and ``waited_on`` (reasons seen, in
+        order). Raises :class:`AdmissionTimeout` after ``timeout_s``."""
+        tier = Tier(tier)
+        start = time.monotonic()
+        deadline = None if timeout_s is None else start + timeout_s
+        waited_on: list[Reason] = []
+        while True:
+            wake = self._wake[tier]  # taken before trying: a release during the attempt still wakes us
+            got = await self.try_admit(tier, est_input_tokens, est_output_tokens)
+            if isinstance(got, Admission):
+                got.wait_ms = (time.monotonic() - start) * 1000
+                got.waited_on = tuple(waited_on)
+                return got
+            if got.reason not in waited_on:
+                waited_on.append(got.reason)
+            pause = got.retry_in_s
+            if got.reason != "cooldown":
+                # A release or limit change can end any other wait early; poll in case an event is lost.
+                pause = min(pause, self.max_poll_s)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AdmissionTimeout(tier, time.monotonic() - start, got)
+                pause = min(pause, left)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=max(pause, 0.001))
+
+    async def cooldown(self, tier: Tier, seconds: float, reason: str) -> float:
+        """Pause the tier fleet-wide for ``seconds`` (never shortening a longer running cooldown).
+        Returns the cooldown now remaining, in seconds."""
+        tier = Tier(tier)
+        ms = max(1, math.ceil(seconds * 1000))
+        left = await self._scripts.run("limits_cooldown", [self.keys.cooldown(tier)], [ms, reason])
+        log.info("tier %s cooling down %.2fs: %s", tier, seconds, reason)
+        return int(left) / 1000
+
+    async def cooldown_remaining(self, tier: Tier) -> float:
+        return max(0, int(await self.redis.pttl(self.keys.cooldown(Tier(tier))))) / 1000
+
+    # --- holding ----------------------------------------------------------------------------------
+
+    async def _renew(self, adm: Admission) -> None:
+        every = self.lease_ttl_s / 3
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(every)
+            try:
+                ok = int(
+                    await self._scripts.run(
+                        "lease_renew", [self.keys.leases(adm.tier)], [adm.lease_id, self._ttl_ms]
+                    )
+                )
+            except RedisError as e:
+                log.warning("lease %s renewal failed: %s", adm.lease_id, e)
+                if time.monotonic() - last_ok < self.lease_ttl_s:
+                    continue
+                ok = 0  # unrenewed past its TTL: others may have reaped it
+            if not ok:
+                log.warning(
+                    "lease %s on %s was lost (reaped); the call runs over the limit", adm.lease_id, adm.tier
+                )
+                adm.lost.set()
+                return
+            last_ok = time.monotonic()
+
+    async def _settle_and_release(self, adm: Admission, itpm_used: int, otpm_used: int) -> None:
+        self._held.discard(adm)
+        tier, k = adm.tier, self.keys
+        d_in, d_out = itpm_used - adm.est_input_tokens, otpm_used - adm.est_output_tokens
+        if d_in or d_out:
+            await self._buckets(tier, "settle", (0, d_in, d_out))
+        removed = await self._scripts.run(
+            "lease_release", [k.leases(tier)], [adm.lease_id, k.limits_channel, f"release:{tier}"]
+        )
+        if int(removed):
+            self._wake_tier(tier)  # local waiters need not wait for the pubsub echo
+
+    async def take_tokens(
+        self, tier: Tier, rpm: int = 0, itpm: int = 0, otpm: int = 0, settle: bool = False
+    ) -> tuple[bool, str, float]:
+        """Bucket operation on its own (e.g. charging a retry's tokens): reserve all-or-nothing, or with
+        ``settle`` apply signed amounts unconditionally. Returns (ok, kind refusing, wait seconds)."""
+        res = await self._buckets(Tier(tier), "settle" if settle else "reserve", (rpm, itpm, otpm))
+        return bool(int(res[0])), _text(res[1]), int(res[2]) / 1000
+
+    async def _buckets(self, tier: Tier, mode: str, amounts: tuple[int, int, int]) -> Any:
+        lim = self.settings.tier_limits(tier)
+        k = self.keys
+        return await self._scripts.run(
+            "bucket_take",
+            [k.limits_config, *self._bucket_keys(tier)],
+            [str(tier), mode, _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm), *amounts],
+        )
+
+    async def in_flight(self, tier: Tier) -> int:
+        """Leases currently held (expired ones excluded) on the tier, fleet-wide."""
+        t = await self.redis.time()
+        now_ms = int(t[0]) * 1000 + int(t[1]) // 1000
+        return int(await self.redis.zcount(self.keys.leases(Tier(tier)), f"({now_ms}", "+inf"))

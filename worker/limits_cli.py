@@ -1,0 +1,132 @@
+"""``routeq limits show|set``: inspect and change the fleet-wide per-tier limits at runtime.
+
+The lead wires :func:`add_limits_commands` into ``worker/cli.py``; each subcommand sets ``func`` taking
+the parsed args and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from jobs.settings import Settings
+from jobs.tiers import TIER_ORDER, Tier
+from worker.limits import LIMIT_KINDS, TierGate, limits_detail, reset_limits, set_limits
+
+
+def add_limits_commands(subparsers: Any) -> None:
+    limits = subparsers.add_parser("limits", help="show or change fleet-wide per-tier limits")
+    sub = limits.add_subparsers(dest="limits_command", required=True)
+
+    show = sub.add_parser("show", help="effective limits, their source, in-flight leases, cooldowns")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=cmd_show)
+
+    setp = sub.add_parser("set", help="override limits at runtime (0 or 'none' = unlimited rate)")
+    setp.add_argument("tier", choices=[t.value for t in TIER_ORDER])
+    setp.add_argument("--concurrency", type=int)
+    for kind in ("rpm", "itpm", "otpm"):
+        setp.add_argument(f"--{kind}", type=_rate, metavar="N|none")
+    setp.add_argument("--reset", action="store_true", help="drop runtime overrides (back to settings) first")
+    setp.set_defaults(func=cmd_set)
+
+
+def _rate(v: str) -> int | str:
+    if v.strip().lower() == "none":
+        return "none"
+    n = int(v)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 (0 = unlimited)")
+    return n
+
+
+def _settings_or_error() -> Settings | None:
+    settings = Settings()
+    if not settings.redis_url:
+        print("error: no Redis configured; set REDIS_URL (or ROUTEQ_REDIS_URL)", file=sys.stderr)
+        return None
+    return settings
+
+
+async def _show(settings: Settings) -> dict[str, Any]:
+    assert settings.redis_url is not None
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        gate = TierGate(redis, settings.keys, settings, owner="cli")
+        detail = await limits_detail(redis, settings.keys, settings)
+        out: dict[str, Any] = {}
+        for tier in TIER_ORDER:
+            out[tier.value] = {
+                "limits": {
+                    kind: {"value": lv.value, "source": lv.source} for kind, lv in detail[tier].items()
+                },
+                "in_flight": await gate.in_flight(tier),
+                "cooldown_s": await gate.cooldown_remaining(tier),
+            }
+        return out
+    finally:
+        await redis.aclose()
+
+
+def _fmt(value: int | None, source: str) -> str:
+    shown = "unlimited" if value is None else str(value)
+    return f"{shown} ({source})"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = _settings_or_error()
+    if settings is None:
+        return 2
+    data = asyncio.run(_show(settings))
+    if args.json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    header = ["tier", *LIMIT_KINDS, "in_flight", "cooldown_s"]
+    rows = [header]
+    for tier, d in data.items():
+        lim = d["limits"]
+        rows.append(
+            [tier]
+            + [_fmt(lim[k]["value"], lim[k]["source"]) for k in LIMIT_KINDS]
+            + [str(d["in_flight"]), f"{d['cooldown_s']:.1f}"]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+async def _set(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
+    assert settings.redis_url is not None
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        if args.reset:
+            await reset_limits(redis, settings.keys, args.tier)
+        return await set_limits(
+            redis, settings.keys, Tier(args.tier), args.concurrency, args.rpm, args.itpm, args.otpm
+        )
+    finally:
+        await redis.aclose()
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    if not args.reset and all(getattr(args, k) is None for k in LIMIT_KINDS):
+        print("error: give at least one of --concurrency --rpm --itpm --otpm (or --reset)", file=sys.stderr)
+        return 2
+    if args.concurrency is not None and args.concurrency < 1:
+        print("error: --concurrency must be >= 1", file=sys.stderr)
+        return 2
+    settings = _settings_or_error()
+    if settings is None:
+        return 2
+    written = asyncio.run(_set(settings, args))
+    for field, value in sorted(written.items()):
+        print(f"{field} = {value}")
+    if args.reset:
+        print(f"{args.tier}: runtime overrides reset")
+    return 0
