@@ -1,0 +1,343 @@
+"""Prompt layout and caching policy: where the breakpoints go, which TTL, and the cache identity.
+
+Layout (the API caches prefixes in the order tools -> system -> messages, and a change invalidates its
+level and everything after it), from most shared to least shared:
+
+1. system: the job's system prompt, then the JSON output instruction with the schema serialised with
+   sorted keys, so every job with the same system and schema has a byte-identical system prompt;
+2. the first user message: one text block per document, ``<document name="...">text</document>``, in
+   the job's order (a job's documents are the part other jobs may share);
+3. the job's own prompt, last, never cached (no other job shares it).
+
+Breakpoints go after the system prompt, after the schema instruction and after each document: at most
+4 (the earliest, most widely shared ones plus always the last), and only where the prefix so far reaches
+the model's ``min_cache_tokens`` (below it the API silently caches nothing). Written tokens are billed
+once however many breakpoints there are, so extra breakpoints are free and let jobs that share only
+the system prompt or the leading documents read those. Token counts are estimates:
+:func:`estimate_tokens` is ~4 characters a token, deterministic, so it can be a little off the API's
+real count near the minimum (then the API caches nothing and bills plain input; no error).
+
+Also here: :func:`choose_ttl` (5m or 1h) and :class:`CacheWarmer`, the cross-process coordinator that
+lets one job write a cold prefix while the others wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import html
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+import orjson
+from redis.asyncio import Redis
+
+from jobs.catalog import ModelSpec
+from jobs.contract import Job
+from jobs.keys import Keys
+from worker.pricing import PICO_PER_TOKEN_PER_RATE
+from worker.scripts import Scripts
+
+Ttl = Literal["5m", "1h"]
+TTL_SECONDS: dict[Ttl, float] = {"5m": 300.0, "1h": 3600.0}
+MAX_BREAKPOINTS = 4
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """~4 characters a token, rounded up: deterministic, so every worker places breakpoints alike."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def schema_instruction(schema: dict[str, Any] | None) -> str:
+    if schema is None:
+        return "Respond with JSON only: a single JSON value, no prose and no code fences."
+    # Sorted keys, no whitespace: equal schemas give equal bytes, so the system prefix is shared.
+    body = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
+    return f"Respond with JSON matching this schema: {body}"
+
+
+def render_document(name: str, text: str) -> str:
+    return f'<document name="{html.escape(name, quote=True)}">{text}</document>'
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPlan:
+    """Messages API params plus the cache identity of every breakpointed prefix.
+
+    ``prefix_hashes`` run shortest to longest; the last one is the most specific cache entry this
+    request writes or reads, the natural key for :class:`CacheWarmer`. ``cached_prefix_tokens`` is the
+    estimate up to the last breakpoint (0 without any).
+    """
+
+    params: dict[str, Any]
+    prefix_hashes: list[str]
+    cached_prefix_tokens: int
+    breakpoints: int
+    reason: str
+    ttl: Ttl | None = None
+    estimated_input_tokens: int = 0
+    breakpoint_labels: list[str] = field(default_factory=list)
+
+    @property
+    def warm_hash(self) -> str | None:
+        """The prefix to coordinate warming on (the longest cached one), or None when nothing is cached."""
+        return self.prefix_hashes[-1] if self.prefix_hashes else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    where: Literal["system", "user"]
+    label: str
+    text: str
+    candidate: bool  # a boundary other jobs may share
+
+
+def _blocks(job: Job) -> list[_Block]:
+    out: list[_Block] = []
+    if job.system:
+        out.append(_Block("system", "system", job.system, candidate=True))
+    if job.output.type == "json":
+        # Its own boundary: jobs with one system prompt but different schemas still share the first.
+        out.append(_Block("system", "schema", schema_instruction(job.output.json_schema), candidate=True))
+    for d in job.documents:
+        out.append(_Block("user", f"document:{d.name}", render_document(d.name, d.text), candidate=True))
+    out.append(_Block("user", "prompt", job.prompt, candidate=False))
+    return out
+
+
+def _pick(eligible: list[int]) -> list[int]:
+    """At most 4: the longest eligible prefix always, then the earliest (the most widely shared)."""
+    if len(eligible) <= MAX_BREAKPOINTS:
+        return eligible
+    return [*eligible[: MAX_BREAKPOINTS - 1], eligible[-1]]
+
+
+def prefix_hash(model: str, ttl: Ttl, blocks: list[tuple[str, str]]) -> str:
+    """Cache identity: model, TTL and every (role, text) block of the prefix, in order."""
+    body = orjson.dumps({"model": model, "ttl": ttl, "blocks": blocks})
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def build_request(job: Job, model: str, spec: ModelSpec, *, ttl: Ttl | None, caching: bool) -> RequestPlan:
+    """Lay the job out as Messages API params with cache breakpoints (``ttl=None``: the API default, 5m)."""
+    blocks = _blocks(job)
+    eff_ttl: Ttl = ttl or "5m"
+    cum: list[int] = []
+    total = 0
+    for b in blocks:
+        total += estimate_tokens(b.text)
+        cum.append(total)
+
+    candidates = [i for i, b in enumerate(blocks) if b.candidate]
+    eligible = [i for i in candidates if cum[i] >= spec.min_cache_tokens]
+    chosen = _pick(eligible) if caching else []
+
+    control: dict[str, str] = {"type": "ephemeral"}
+    if ttl == "1h":
+        control["ttl"] = "1h"
+    rendered: list[dict[str, Any]] = []
+    for i, b in enumerate(blocks):
+        blk: dict[str, Any] = {"type": "text", "text": b.text}
+        if i in chosen:
+            blk["cache_control"] = dict(control)
+        rendered.append(blk)
+    system = [r for r, b in zip(rendered, blocks, strict=True) if b.where == "system"]
+    user = [r for r, b in zip(rendered, blocks, strict=True) if b.where == "user"]
+
+    params: dict[str, Any] = {
+        "model": model,
+        "max_tokens": min(job.max_output_tokens, spec.max_output_tokens),
+        "messages": [{"role": "user", "content": user}],
+    }
+    if system:
+        params["system"] = system
+
+    hashes = [prefix_hash(model, eff_ttl, [(b.where, b.text) for b in blocks[: i + 1]]) for i in chosen]
+    labels = [blocks[i].label for i in chosen]
+    return RequestPlan(
+        params=params,
+        prefix_hashes=hashes,
+        cached_prefix_tokens=cum[chosen[-1]] if chosen else 0,
+        breakpoints=len(chosen),
+        reason=_reason(caching, candidates, cum, spec.min_cache_tokens, labels, eff_ttl),
+        ttl=eff_ttl if chosen else None,
+        estimated_input_tokens=total,
+        breakpoint_labels=labels,
+    )
+
+
+def _reason(
+    caching: bool, candidates: list[int], cum: list[int], minimum: int, labels: list[str], ttl: Ttl
+) -> str:
+    if not caching:
+        return "caching disabled"
+    if not candidates:
+        return "nothing shared to cache (no system prompt, schema or documents)"
+    if not labels:
+        longest = cum[candidates[-1]]
+        return f"shared prefix ~{longest} tokens < model minimum {minimum}"
+    dropped = sum(1 for i in candidates if cum[i] >= minimum) - len(labels)
+    extra = f"; {dropped} boundaries dropped (max {MAX_BREAKPOINTS})" if dropped else ""
+    return f"{len(labels)} breakpoint(s) at {', '.join(labels)}; ttl {ttl}{extra}"
+
+
+# --- TTL choice ------------------------------------------------------------------------------------
+
+
+def choose_ttl(
+    expected_span_s: float, expected_reuses: int, spec: ModelSpec, day: dt.date
+) -> tuple[Ttl, str]:
+    """5m unless the prefix's users span more than 5 minutes AND a 1h write is expected to be cheaper.
+
+    Model: ``expected_reuses`` later requests read the prefix after the first, spread evenly over
+    ``expected_span_s``. Hits refresh the TTL, so an entry stays warm while the mean gap between uses is
+    within its TTL (one write); otherwise it lapses in every window it covers, each lapse costing a
+    write (capped at one per use). Cost per prefix token = writes * write rate + other uses * read rate.
+    """
+    entry = spec.price_on(day)
+    if expected_span_s <= TTL_SECONDS["5m"]:
+        return "5m", f"span {expected_span_s:.0f}s fits one 5m window"
+    uses = max(1, expected_reuses + 1)
+    gap = expected_span_s / (uses - 1) if uses > 1 else math.inf
+
+    def writes(ttl: Ttl) -> int:
+        window = TTL_SECONDS[ttl]
+        return 1 if gap <= window else min(uses, math.ceil(expected_span_s / window))
+
+    w5, w1 = writes("5m"), writes("1h")
+    c5 = w5 * entry.cache_write_5m + (uses - w5) * entry.cache_read
+    c1 = w1 * entry.cache_write_1h + (uses - w1) * entry.cache_read
+    detail = (
+        f"span {expected_span_s:.0f}s, {uses} uses: 5m {w5} write(s) ~{_pico(c5)} vs "
+        f"1h {w1} write(s) ~{_pico(c1)} pico-USD per prefix token"
+    )
+    if c1 < c5:
+        return "1h", f"1h cheaper: {detail}"
+    return "5m", f"5m no dearer: {detail}"
+
+
+def _pico(rate_sum: Decimal) -> str:
+    return f"{rate_sum * PICO_PER_TOKEN_PER_RATE:f}".rstrip("0").rstrip(".")
+
+
+# --- cache warming coordinator ---------------------------------------------------------------------
+
+WarmKind = Literal["warm", "leader", "follower", "timeout"]
+
+
+@dataclass(frozen=True, slots=True)
+class WarmDecision:
+    """``warm``: go, expect a read. ``leader``: go first, then :meth:`CacheWarmer.mark_warm` (or
+    :meth:`CacheWarmer.abandon` on failure) with ``token``. ``follower``: another job is writing the
+    prefix, :meth:`CacheWarmer.wait_warm`. ``timeout``: waited long enough, go uncoordinated."""
+
+    kind: WarmKind
+    prefix_hash: str
+    token: str | None = None
+
+
+class CacheWarmer:
+    """One write per prefix per TTL window across processes.
+
+    The API can serve an entry only once the first response that wrote it has started, so N concurrent
+    requests on a cold prefix would all pay a write. The first claimant takes a lock (PX-bounded, so a
+    dead holder frees it); others wait for the warm marker, whose PX mirrors the cache TTL and is
+    refreshed on each use, as the API refreshes the entry on a hit. Followers poll (cheap: one EVALSHA
+    per ``poll_s``) and never wait past their timeout or past the lock's expiry.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        wait_s: float,
+        *,
+        lock_ttl_s: float | None = None,
+        poll_s: float = 0.05,
+    ) -> None:
+        self._scripts = Scripts(redis)
+        self._keys = keys
+        self.wait_s = wait_s
+        # The lock must outlive the leader's call up to its first response; wait_s is the same horizon.
+        self.lock_ttl_s = lock_ttl_s if lock_ttl_s is not None else wait_s
+        self.poll_s = poll_s
+        self._held: dict[str, str] = {}
+
+    def _ks(self, h: str) -> list[str]:
+        return [self._keys.cache_warm(h), self._keys.cache_warming(h)]
+
+    async def claim(self, prefix_hash: str, ttl_s: float) -> WarmDecision:
+        token = uuid.uuid4().hex
+        raw = await self._scripts["cache_claim"](
+            keys=self._ks(prefix_hash), args=[_ms(ttl_s), token, _ms(self.lock_ttl_s)]
+        )
+        kind = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if kind == "leader":
+            self._held[prefix_hash] = token
+            return WarmDecision("leader", prefix_hash, token)
+        if kind == "warm":
+            return WarmDecision("warm", prefix_hash)
+        return WarmDecision("follower", prefix_hash)
+
+    def _take_token(self, prefix_hash: str, token: str | None) -> str | None:
+        """The lock token to release: the given one, else the one this instance's last claim won."""
+        if token is None:
+            return self._held.pop(prefix_hash, None)
+        if self._held.get(prefix_hash) == token:
+            del self._held[prefix_hash]
+        return token
+
+    async def mark_warm(
+        self, prefix_hash: str, ttl_s: float, *, token: str | None = None, age_s: float = 0.0
+    ) -> None:
+        """The prefix is cached (a response has started or arrived): set/refresh the marker, free our lock.
+
+        Call it after every successful call that wrote or read the prefix, leader or not, to mirror the
+        API's TTL refresh on hits. ``age_s``: seconds since the request was sent; the API started the
+        entry's TTL then, so the marker must not outlive it.
+        """
+        tok = self._take_token(prefix_hash, token) or ""
+        await self._scripts["cache_mark"](keys=self._ks(prefix_hash), args=[_ms(ttl_s - age_s), tok])
+
+    async def abandon(self, prefix_hash: str, *, token: str | None = None) -> None:
+        """The leader's call failed: free the lock at once so a follower can lead."""
+        tok = self._take_token(prefix_hash, token)
+        if tok:
+            await self._scripts["cache_abandon"](keys=[self._keys.cache_warming(prefix_hash)], args=[tok])
+
+    async def wait_warm(self, prefix_hash: str, timeout_s: float) -> bool:
+        """True as soon as the marker appears; False once the lock is gone (leader failed or died:
+        claim again to lead) or after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = int(await self._scripts["cache_poll"](keys=self._ks(prefix_hash), args=[]))
+            if state == 1:
+                return True
+            left = deadline - time.monotonic()
+            if state == -1 or left <= 0:
+                return False
+            await asyncio.sleep(min(self.poll_s, left))
+
+    async def acquire(self, prefix_hash: str, ttl_s: float, timeout_s: float | None = None) -> WarmDecision:
+        """claim, and while a follower, wait (re-claiming when a leader goes away), up to ``timeout_s``
+        (default ``wait_s``). Never returns ``follower``."""
+        deadline = time.monotonic() + (self.wait_s if timeout_s is None else timeout_s)
+        while True:
+            d = await self.claim(prefix_hash, ttl_s)
+            if d.kind != "follower":
+                return d
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return WarmDecision("timeout", prefix_hash)
+            if await self.wait_warm(prefix_hash, left):
+                return WarmDecision("warm", prefix_hash)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
