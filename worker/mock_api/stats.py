@@ -1,0 +1,59 @@
+"""Counters behind ``GET /_stats``. Tokens count only for billed (200) responses; ``requests`` counts all."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class ModelStats:
+    requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def enter(self) -> None:
+        self.requests += 1
+        self.in_flight += 1
+        if self.in_flight > self.max_in_flight:
+            self.max_in_flight = self.in_flight
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "errors": dict(self.errors),
+        }
+
+
+@dataclass(slots=True)
+class Stats:
+    models: dict[str, ModelStats] = field(default_factory=dict)
+    faults: Counter[str] = field(default_factory=Counter)
+    jobs: Counter[str] = field(default_factory=Counter)
+    count_tokens: int = 0
+
+    def model(self, name: str) -> ModelStats:
+        got = self.models.get(name)
+        if got is None:
+            got = self.models[name] = ModelStats()
+        return got
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "models": {k: v.to_json() for k, v in self.models.items()},
+            "faults": dict(self.faults),
+            "jobs": dict(self.jobs),
+            "count_tokens": self.count_tokens,
+        }
