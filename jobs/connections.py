@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -9,6 +13,8 @@ from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
 from jobs.serialization import deserialize, serialize
 from jobs.settings import Settings
+
+T = TypeVar("T")
 
 # ~30 s of reconnect attempts (capped exponential backoff) before a command gives up.
 RECONNECT_RETRIES = 40
@@ -40,3 +46,10 @@ async def connect(settings: Settings, url: str | None = None) -> ArqRedis:
         job_deserializer=deserialize,
         default_queue_name=settings.keys.intake_queue,
     )
+
+
+async def aw(value: Awaitable[T] | T) -> T:
+    """redis-py types its async commands as ``Awaitable[T] | T``; this awaits and narrows for mypy."""
+    if inspect.isawaitable(value):
+        return await value
+    return value

@@ -148,7 +148,9 @@ class Job(_Strict):
 
     def with_ids(self, batch: str, tenant: str | None = None) -> Job:
         """This job placed in ``batch`` (and ``tenant``), with its id fixed."""
-        tags = self.tags.model_copy(update={"batch": self.tags.batch or batch, "tenant": tenant or self.tags.tenant})
+        tags = self.tags.model_copy(
+            update={"batch": self.tags.batch or batch, "tenant": tenant or self.tags.tenant}
+        )
         placed = self.model_copy(update={"tags": tags})
         return placed.model_copy(update={"id": placed.job_id})
 
@@ -162,5 +164,7 @@ class Job(_Strict):
 
     def estimated_input_tokens(self) -> int:
         """Rough count (~4 characters a token) used before a real count is known."""
-        chars = len(self.prompt) + len(self.system or "") + sum(len(d.text) + len(d.name) for d in self.documents)
+        chars = (
+            len(self.prompt) + len(self.system or "") + sum(len(d.text) + len(d.name) for d in self.documents)
+        )
         return max(1, chars // 4)

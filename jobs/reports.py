@@ -8,11 +8,18 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from jobs.connections import aw
 from jobs.keys import Keys
 from jobs.results import JobResult, usd_float
 from jobs.tiers import TIER_ORDER, Tier
 
-TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
+TOKEN_KINDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+)
 
 
 def _ints(h: dict[bytes, bytes]) -> dict[str, int]:
@@ -41,9 +48,11 @@ async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
     }
 
 
-async def iter_results(redis: Redis, keys: Keys, batch: str, chunk: int = 500) -> AsyncIterator[dict[str, Any]]:
+async def iter_results(
+    redis: Redis, keys: Keys, batch: str, chunk: int = 500
+) -> AsyncIterator[dict[str, Any]]:
     """Every accepted job of the batch, finished or not (unfinished ones have status "pending")."""
-    ids = sorted(m.decode() for m in await redis.smembers(keys.batch_jobs(batch)))
+    ids = sorted(m.decode() for m in await aw(redis.smembers(keys.batch_jobs(batch))))
     for i in range(0, len(ids), chunk):
         part = ids[i : i + chunk]
         raws = await redis.mget([keys.result(j) for j in part])
@@ -77,8 +86,14 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
             "cost_usd": usd_float(row["cost_pusd"]),
             "cost_pusd": row["cost_pusd"],
         }
-    cost, baseline, uncached = agg.get("cost_pusd", 0), agg.get("baseline_pusd", 0), agg.get("uncached_pusd", 0)
-    prompt_in = sum(agg.get(f"tier:{t.value}:{k}", 0) for t in TIER_ORDER for k in TOKEN_KINDS if k != "output_tokens")
+    cost, baseline, uncached = (
+        agg.get("cost_pusd", 0),
+        agg.get("baseline_pusd", 0),
+        agg.get("uncached_pusd", 0),
+    )
+    prompt_in = sum(
+        agg.get(f"tier:{t.value}:{k}", 0) for t in TIER_ORDER for k in TOKEN_KINDS if k != "output_tokens"
+    )
     reads = sum(agg.get(f"tier:{t.value}:cache_read_tokens", 0) for t in TIER_ORDER)
     return {
         "batch": batch,
@@ -99,14 +114,20 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
 
 
 async def batch_report(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
-    agg = _ints(await redis.hgetall(keys.batch_agg(batch)))
+    agg = _ints(await aw(redis.hgetall(keys.batch_agg(batch))))
     return build_report(batch, agg, await batch_status(redis, keys, batch))
 
 
 def render_report(rep: dict[str, Any]) -> str:
-    lines = [f"batch {rep['batch']}: {rep['jobs']} jobs finished ({rep['done']} done, {rep['failed']} failed"
-             + (f", {rep['pending']} pending" if rep.get("pending") else "") + ")"]
-    hdr = f"{'tier':<8}{'jobs':>7}{'calls':>7}{'input':>12}{'output':>10}{'cache wr':>11}{'cache rd':>11}{'cost $':>13}"
+    lines = [
+        f"batch {rep['batch']}: {rep['jobs']} jobs finished ({rep['done']} done, {rep['failed']} failed"
+        + (f", {rep['pending']} pending" if rep.get("pending") else "")
+        + ")"
+    ]
+    hdr = (
+        f"{'tier':<8}{'jobs':>7}{'calls':>7}{'input':>12}{'output':>10}"
+        f"{'cache wr':>11}{'cache rd':>11}{'cost $':>13}"
+    )
     lines += [hdr, "-" * len(hdr)]
     for t in TIER_ORDER:
         r = rep["tiers"].get(t.value)
@@ -118,11 +139,13 @@ def render_report(rep: dict[str, Any]) -> str:
     lines.append("-" * len(hdr))
     lines.append(f"{'total cost':<30}${rep['cost_usd']:.6f}")
     lines.append(f"{'all on ' + Tier.opus.value + ', no caching':<30}${rep['baseline_cost_usd']:.6f}")
-    lines.append(f"{'savings':<30}{rep['savings_pct']:.1f}%  (routing ${rep['routing_savings_usd']:.6f}, "
-                 f"caching ${rep['cache_savings_usd']:.6f}; cache hit rate {100 * rep['cache_hit_rate']:.1f}%)")
+    lines.append(
+        f"{'savings':<30}{rep['savings_pct']:.1f}%  (routing ${rep['routing_savings_usd']:.6f}, "
+        f"caching ${rep['cache_savings_usd']:.6f}; cache hit rate {100 * rep['cache_hit_rate']:.1f}%)"
+    )
     return "\n".join(lines)
 
 
 async def dead_letters(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
-    raw = await redis.hgetall(keys.batch_dead(batch))
+    raw = await aw(redis.hgetall(keys.batch_dead(batch)))
     return {k.decode(): orjson.loads(v) for k, v in sorted(raw.items())}

@@ -1,0 +1,165 @@
+"""A worker process: one arq Worker on the intake queue plus one per tier queue, in one event loop.
+
+Separate pullers per tier are what keep a saturated tier from blocking the others: a parked Opus job
+only ever occupies an Opus puller slot. All of them share one Redis pool and one ``Runtime``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from arq.worker import Worker, func
+
+from jobs import telemetry
+from jobs.connections import connect
+from jobs.keys import JOB_FUNCTION
+from jobs.serialization import deserialize, serialize
+from jobs.settings import Settings
+from jobs.tiers import TIER_ORDER
+from worker import metrics
+from worker.budget import Budgets
+from worker.cache import CacheWarmer
+from worker.limits import TierGate
+from worker.llm import make_client
+from worker.pipeline import process_job
+from worker.router import OPUS_AT, SONNET_AT, Thresholds
+from worker.runtime import Runtime, owner_id
+from worker.scorer import Scorer
+from worker.store import Store
+
+log = logging.getLogger("routeq.worker")
+
+
+def load_scorer(settings: Settings) -> tuple[Scorer | None, Thresholds | None]:
+    if not settings.learned_router:
+        return None, None
+    scorer = Scorer.load(settings.router_model_path)
+    sug = scorer.thresholds
+    # Explicit settings win, then the thresholds calibrated with the model, then the rule cut points.
+    sonnet = next(v for v in (settings.threshold_sonnet, sug[0], SONNET_AT) if v is not None)
+    opus = next(v for v in (settings.threshold_opus, sug[1], OPUS_AT) if v is not None)
+    return scorer, Thresholds(sonnet=sonnet, opus=opus)
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    redis = await connect(settings)
+    owner = owner_id()
+    gate = TierGate(redis, settings.keys, settings, owner)
+    await gate.start()
+    scorer, thresholds = load_scorer(settings)
+    return Runtime(
+        settings=settings,
+        redis=redis,
+        client=make_client(settings),
+        store=Store(redis, settings),
+        gate=gate,
+        warmer=CacheWarmer(redis, settings.keys, settings.warm_wait_s),
+        budgets=Budgets(redis, settings.keys),
+        scorer=scorer,
+        thresholds=thresholds,
+        owner=owner,
+    )
+
+
+def make_workers(rt: Runtime, *, tiers_only: bool = False) -> list[Worker]:
+    s = rt.settings
+    common: dict[str, Any] = dict(
+        redis_pool=rt.redis,
+        burst=False,
+        handle_signals=False,
+        poll_delay=s.poll_delay_s,
+        keep_result=0,
+        max_tries=s.arq_max_tries,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        ctx={"routeq": rt},
+        job_completion_wait=int(s.drain_timeout_s),
+        health_check_interval=30,
+        log_results=False,
+        expires_extra_ms=s.job_expiry_s * 1000,
+    )
+    fn = func(process_job, name=JOB_FUNCTION, timeout=s.job_timeout_s)
+    workers = (
+        []
+        if tiers_only
+        else [Worker([fn], queue_name=s.keys.intake_queue, max_jobs=s.intake_max_jobs, **common)]
+    )
+    for tier in TIER_ORDER:
+        slots = s.tier_max_jobs or s.tier_limits(tier).concurrency
+        workers.append(Worker([fn], queue_name=s.keys.tier_queue(tier), max_jobs=slots, **common))
+    return workers
+
+
+async def _queues_idle(rt: Runtime, workers: list[Worker]) -> bool:
+    if any(w.tasks and any(not t.done() for t in w.tasks.values()) for w in workers):
+        return False
+    async with rt.redis.pipeline(transaction=False) as p:
+        for w in workers:
+            p.zcard(w.queue_name)
+        counts = await p.execute()
+    return not any(counts)
+
+
+async def run(settings: Settings, *, burst: bool = False, metrics_port: int | None = None) -> int:
+    telemetry.setup_tracing("routeq-worker")
+    rt = await build_runtime(settings)
+    workers = make_workers(rt)
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    health = metrics.Health()
+    server = None
+    if port is not None:
+        rt.metrics.watch_queues(settings.redis_url or "", settings.keys)
+        server = metrics.start_metrics_server(port, rt.metrics.registry, health)
+    beat = asyncio.ensure_future(metrics.heartbeat(health))
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def drain(sig: signal.Signals) -> None:
+        # Stop taking jobs; running ones get drain_timeout_s to finish, then are cancelled and handed back.
+        log.info("%s: draining (up to %.0fs)", sig.name, settings.drain_timeout_s)
+        stopping.set()
+        health.set_ready(False)
+        rt.metrics.worker_up.set(0)
+        for w in workers:
+            w.handle_sig_wait_for_completion(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, drain, sig)
+    mains = [asyncio.ensure_future(w.async_run()) for w in workers]
+
+    async def burst_watch() -> None:
+        idle_rounds = 0
+        while not stopping.is_set():
+            await asyncio.sleep(0.25)
+            idle_rounds = idle_rounds + 1 if await _queues_idle(rt, workers) else 0
+            if idle_rounds >= 3:  # empty across all queues for ~0.75 s: nothing parked in flight either
+                for w in workers:
+                    w.handle_sig(signal.SIGUSR1)
+                return
+
+    watcher = asyncio.ensure_future(burst_watch()) if burst else None
+    health.set_ready(True)
+    rt.metrics.worker_up.set(1)
+    log.info("routeq worker %s up: queues %s", rt.owner, ", ".join(w.queue_name for w in workers))
+    try:
+        await asyncio.gather(*mains, return_exceptions=True)
+    finally:
+        beat.cancel()
+        if watcher:
+            watcher.cancel()
+        for w in workers:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*w.tasks.values(), return_exceptions=True)
+                await rt.redis.delete(w.health_check_key)
+        await rt.gate.close()
+        if server is not None:
+            server.stop()
+        rt.metrics.close()
+        await rt.client.close()
+        await rt.redis.aclose()
+        telemetry.shutdown_tracing()
+    return 0

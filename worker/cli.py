@@ -1,0 +1,298 @@
+"""The `routeq` command. Each subcommand is a thin shell over a module that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from jobs.connections import NoRedisConfigured, connect
+from jobs.contract import TaskType
+from jobs.settings import Settings
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _redis_command(fn: Callable[[Any, Settings, argparse.Namespace], Awaitable[int]]) -> Handler:
+    """Run ``fn(redis, settings, args)`` on a connection from the settings; no URL is a clear error."""
+
+    def handler(args: argparse.Namespace) -> int:
+        settings = Settings()
+
+        async def go() -> int:
+            redis = await connect(settings)
+            try:
+                return await fn(redis, settings, args)
+            finally:
+                await redis.aclose()
+
+        try:
+            return asyncio.run(go())
+        except NoRedisConfigured as e:
+            print(f"routeq: {e}", file=sys.stderr)
+            return 2
+
+    return handler
+
+
+# --- enqueue ----------------------------------------------------------------------------------------
+def _tags(pairs: list[str]) -> dict[str, Any]:
+    tags: dict[str, Any] = {"labels": {}}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise SystemExit(f"routeq enqueue: --tag expects k=v, got {p!r}")
+        if k in ("tenant", "batch"):
+            tags[k] = v
+        else:
+            tags["labels"][k] = v
+    return tags
+
+
+class Progress:
+    """A plain progress bar on stderr for large inputs (no dependency, no output when piped)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.on = total >= 1000 and sys.stderr.isatty()
+
+    def __call__(self, seen: int) -> None:
+        if self.on:
+            frac = min(1.0, seen / max(1, self.total))
+            print(
+                f"\renqueue [{'#' * int(40 * frac):<40}] {seen}/{self.total}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.on:
+            print(file=sys.stderr)
+
+
+async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from jobs import sources
+    from jobs.producer import Producer
+
+    path = Path(args.path)
+    if not path.exists():
+        print(f"routeq enqueue: {path}: no such file or folder", file=sys.stderr)
+        return 2
+    tags = _tags(args.tag)
+    items: Iterator[Any]
+    if path.is_dir():
+        if not args.prompt:
+            print("routeq enqueue: a folder needs --prompt (what to do with each document)", file=sys.stderr)
+            return 2
+        items = sources.read_folder(
+            path, task=TaskType(args.task), prompt=args.prompt, system=args.system, tags=tags
+        )
+    else:
+        defaults: dict[str, Any] = {}
+        if args.system:
+            defaults["system"] = args.system
+        if args.tag:
+            defaults["tags"] = tags
+        items = sources.read_jsonl(path, defaults)
+    progress = Progress(sources.count_lines(path))
+    res = await Producer(redis, settings).enqueue(
+        items, batch=args.batch, tenant=tags.get("tenant"), on_progress=progress
+    )
+    progress.close()
+    for r in res.rejected:
+        print(r, file=sys.stderr)
+    if args.json:
+        print(orjson.dumps(res.summary()).decode())
+    else:
+        print(res.batch)
+        print(
+            f"enqueued {res.enqueued}, duplicates {res.duplicates}, rejected {len(res.rejected)}",
+            file=sys.stderr,
+        )
+    return 1 if res.rejected else 0
+
+
+# --- reading back -----------------------------------------------------------------------------------
+async def _status(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.reports import batch_status
+
+    st = await batch_status(redis, settings.keys, args.batch)
+    if not st["exists"]:
+        print(f"routeq status: no batch {args.batch!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps(st).decode())
+    else:
+        print(" ".join(f"{k}={v}" for k, v in st.items() if k != "exists"))
+    return 0
+
+
+async def _results(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.reports import iter_results
+
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115
+    n = 0
+    try:
+        async for row in iter_results(redis, settings.keys, args.batch):
+            out.write(orjson.dumps(row) + b"\n")
+            n += 1
+    finally:
+        if args.out:
+            out.close()
+    if args.out:
+        print(f"wrote {n} results to {args.out}", file=sys.stderr)
+    return 0 if n else 1
+
+
+async def _report(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.reports import batch_report, render_report
+
+    rep = await batch_report(redis, settings.keys, args.batch)
+    print(orjson.dumps(rep).decode() if args.json else render_report(rep))
+    return 0
+
+
+async def _dead(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.reports import dead_letters
+
+    dead = await dead_letters(redis, settings.keys, args.batch)
+    if args.json:
+        print(orjson.dumps(dead).decode())
+    else:
+        for job_id, cause in dead.items():
+            print(f"{job_id}\t{cause.get('error_type')}\t{cause.get('error')}")
+    return 0
+
+
+async def _retry(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from worker.requeue import retry_batch
+
+    n = await retry_batch(redis, settings, args.batch, dead_only=args.dead)
+    print(f"re-enqueued {n} jobs of batch {args.batch}")
+    return 0
+
+
+async def _quality(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from worker.quality import quality_report
+
+    rep = await quality_report(redis, settings.keys)
+    if args.json:
+        print(orjson.dumps(rep).decode())
+    else:
+        for k, v in sorted(rep.items()):
+            print(f"{k}\t{v}")
+    return 0
+
+
+# --- processes --------------------------------------------------------------------------------------
+def _worker(args: argparse.Namespace) -> int:
+    from worker import app
+
+    settings = Settings()
+    if not settings.redis_url:
+        print("routeq worker: set REDIS_URL (routeq demo starts a private Redis for you)", file=sys.stderr)
+        return 2
+    return asyncio.run(app.run(settings, burst=args.burst, metrics_port=args.metrics_port))
+
+
+def _mock_api(args: argparse.Namespace) -> int:
+    from worker.mock_api import run
+
+    return run(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from worker import demo
+
+    return demo.run(n_jobs=args.jobs, workers=args.workers, as_json=args.json, out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="routeq", description="Route bulk LLM jobs to the cheapest adequate Claude tier."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("enqueue", help="enqueue a JSONL file of jobs or a folder of documents")
+    e.add_argument("path")
+    e.add_argument("--task", default="summarize", choices=[t.value for t in TaskType], help="task (folders)")
+    e.add_argument("--prompt", help="instruction applied to each document (folders)")
+    e.add_argument("--system", help="system text applied to every job")
+    e.add_argument(
+        "--tag", action="append", default=[], metavar="K=V", help="tenant=, batch= or a free label"
+    )
+    e.add_argument("--batch", help="batch id (default: a new one)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_redis_command(_enqueue))
+
+    w = sub.add_parser("worker", help="run a worker process")
+    w.add_argument("--burst", action="store_true", help="exit when every queue is empty")
+    w.add_argument("--metrics-port", type=int, default=None, help="serve /metrics and /healthz on this port")
+    w.set_defaults(func=_worker)
+
+    for name, fn, helptext in (
+        ("status", _status, "a batch's counts"),
+        ("report", _report, "a batch's cost report per tier"),
+        ("dead", _dead, "a batch's dead letters"),
+    ):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("batch")
+        sp.add_argument("--json", action="store_true")
+        sp.set_defaults(func=_redis_command(fn))
+    r = sub.add_parser("results", help="a batch's per-job results as JSONL")
+    r.add_argument("batch")
+    r.add_argument("--out", help="write to this file instead of stdout")
+    r.set_defaults(func=_redis_command(_results))
+    rt = sub.add_parser("retry", help="re-enqueue a batch's failed jobs")
+    rt.add_argument("batch")
+    rt.add_argument("--dead", action="store_true", help="only dead-lettered jobs")
+    rt.set_defaults(func=_redis_command(_retry))
+    q = sub.add_parser("quality", help="shadow-check agreement per task and tier")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_redis_command(_quality))
+
+    m = sub.add_parser("mock-api", help="serve the stand-in Messages API")
+    from worker.mock_api import add_arguments
+
+    add_arguments(m)
+    m.set_defaults(func=_mock_api)
+
+    d = sub.add_parser("demo", help="the whole path on embedded defaults")
+    d.add_argument("--jobs", type=int, default=240)
+    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--out", type=Path, default=None, help="results JSONL (default out/demo-results.jsonl)")
+    d.set_defaults(func=_demo)
+
+    from worker.budget_cli import add_budget_commands
+    from worker.limits_cli import add_limits_commands
+    from worker.router_cli import add_router_commands
+
+    add_limits_commands(sub)
+    add_router_commands(sub)
+    add_budget_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "worker" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # One line per HTTP request is noise at fleet scale; routeq logs what matters about each call.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The model call: the official SDK, one request, no SDK retries (routeq owns retries in one place)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from anthropic import AsyncAnthropic
+
+from jobs.results import Usage
+from jobs.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    text: str
+    stop_reason: str | None
+    usage: Usage
+    model: str
+    message_id: str
+    request_id: str | None
+    headers: dict[str, str]
+    latency_ms: int
+
+
+def make_client(settings: Settings) -> AsyncAnthropic:
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    return AsyncAnthropic(
+        api_key=key,
+        base_url=settings.anthropic_base_url,
+        max_retries=0,
+        timeout=settings.call_timeout_s,
+        # routeq makes its own GenAI CLIENT span (worker/tracing.py); the SDK's would duplicate it.
+        open_telemetry=False,
+    )
+
+
+def usage_from(u: Any, requested_ttl: str | None) -> Usage:
+    """Map the API's usage; when the 5m/1h split is absent, writes are attributed to the TTL we asked for."""
+    written = getattr(u, "cache_creation_input_tokens", 0) or 0
+    split = getattr(u, "cache_creation", None)
+    w5 = getattr(split, "ephemeral_5m_input_tokens", None) if split is not None else None
+    w1 = getattr(split, "ephemeral_1h_input_tokens", None) if split is not None else None
+    if w5 is None and w1 is None:
+        w5, w1 = (0, written) if requested_ttl == "1h" else (written, 0)
+    return Usage(
+        input_tokens=u.input_tokens or 0,
+        output_tokens=u.output_tokens or 0,
+        cache_write_5m_tokens=w5 or 0,
+        cache_write_1h_tokens=w1 or 0,
+        cache_read_tokens=getattr(u, "cache_read_input_tokens", 0) or 0,
+    )
+
+
+async def call(
+    client: AsyncAnthropic, params: dict[str, Any], *, job_id: str, requested_ttl: str | None = None
+) -> CallResult:
+    t0 = time.perf_counter()
+    raw = await client.messages.with_raw_response.create(**params, extra_headers={"x-routeq-job-id": job_id})
+    msg = await raw.parse()
+    latency_ms = int((time.perf_counter() - t0) * 1000)
+    text = "".join(getattr(b, "text", "") for b in msg.content if getattr(b, "type", "") == "text")
+    headers = {
+        k.lower(): v
+        for k, v in raw.headers.items()
+        if k.lower().startswith(("anthropic-ratelimit", "request-id", "retry-after"))
+    }
+    return CallResult(
+        text=text,
+        stop_reason=msg.stop_reason,
+        usage=usage_from(msg.usage, requested_ttl),
+        model=msg.model,
+        message_id=msg.id,
+        request_id=headers.get("request-id"),
+        headers=headers,
+        latency_ms=latency_ms,
+    )

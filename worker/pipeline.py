@@ -1,0 +1,470 @@
+"""What happens to one job: route, plan, admit, call, price, check, escalate or retry, record.
+
+``process_job`` is the arq function. On the intake queue it never waits for a saturated tier: the job is
+parked on that tier's own queue and the intake slot goes to the next job, so a busy Opus cannot stall
+Haiku work. On a tier queue the job waits for its slot (only that tier's pullers are blocked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from arq import Retry
+from pydantic import ValidationError
+
+from jobs.contract import Job
+from jobs.keys import JOB_FUNCTION
+from jobs.results import Attempt, Cost, JobResult, RouteRecord, Usage
+from jobs.serialization import CORRUPT_MARK
+from jobs.sources import explain
+from jobs.tiers import TOP_TIER, Tier
+from worker import cache, pricing, retry, router, tracing
+from worker.budget import Reservation, token_for
+from worker.cache import WarmDecision
+from worker.checks import check_answer
+from worker.limits import Admission, AdmissionTimeout, Refusal
+from worker.llm import CallResult, call
+from worker.runtime import Runtime
+
+log = logging.getLogger("routeq.pipeline")
+
+TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+
+
+class Parked(Exception):
+    """The job moved to a tier queue; this run is over without an outcome."""
+
+
+class Stopped(Exception):
+    """The run recorded its outcome early (e.g. refused by a budget)."""
+
+
+async def process_job(ctx: dict[str, Any], payload: Any, parked: str | None = None) -> str:
+    rt: Runtime = ctx["routeq"]
+    arq_id: str = ctx["job_id"]
+    job_try: int = ctx.get("job_try", 1)
+    job = await _parse(rt, arq_id, payload)
+    if job is None:
+        return "invalid"
+    queue = rt.keys.tier_queue(parked) if parked else rt.keys.intake_queue
+    with tracing.attempt_span(job, job_try, queue):
+        try:
+            return await JobRun(rt, job, job_try, Tier(parked) if parked else None).run()
+        except Parked:
+            return "parked"
+        except Stopped:
+            return "stopped"
+
+
+async def _parse(rt: Runtime, arq_id: str, payload: Any) -> Job | None:
+    """A payload damaged in Redis fails that job with a clear error; the worker carries on."""
+    if isinstance(payload, dict) and CORRUPT_MARK in payload:
+        reason = str(payload[CORRUPT_MARK])
+    else:
+        try:
+            return Job.from_wire(payload)
+        except ValidationError as e:
+            reason = f"payload in Redis is not a valid job: {explain(e)}"
+        except Exception as e:
+            reason = f"payload in Redis is not a valid job: {e}"
+    job_id = arq_id.split(".")[0]
+    batch = tenant = "unknown"
+    if isinstance(payload, dict):
+        tags = payload.get("tags")
+        if isinstance(tags, dict):
+            batch = str(tags.get("batch") or batch)
+            tenant = str(tags.get("tenant") or tenant)
+    log.error("job %s: %s", job_id, reason)
+    result = JobResult(
+        job_id=job_id,
+        batch=batch,
+        tenant=tenant,
+        task=str(payload.get("task", "?")) if isinstance(payload, dict) else "?",
+        status="failed",
+        error=reason,
+        error_type="invalid_payload",
+        finished_at=time.time(),
+    )
+    await rt.store.record(result, dead_cause={"error_type": "invalid_payload", "error": reason})
+    rt.metrics.observe_result(result)
+    return None
+
+
+def _total(attempts: list[Attempt]) -> tuple[Usage, Cost]:
+    usage, cost = Usage(), Cost()
+    for a in attempts:
+        usage, cost = usage + a.usage, cost + a.cost
+    return usage, cost
+
+
+class JobRun:
+    def __init__(self, rt: Runtime, job: Job, job_try: int, parked: Tier | None) -> None:
+        self.rt = rt
+        self.s = rt.settings
+        self.job = job
+        self.job_id = job.job_id
+        self.batch = job.tags.batch or "default"
+        self.job_try = job_try
+        self.parked = parked
+        self.today = dt.datetime.now(dt.UTC).date()
+        self.attempts: list[Attempt] = []
+        self.started = time.monotonic()
+        self.cache_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------------------------
+    async def run(self) -> str:
+        if await self.rt.store.is_done(self.job):
+            return "duplicate"
+        self.attempts, paid = await self.rt.store.load_attempts(self.job_id)
+        route = self.route()
+        last = self.attempts[-1] if self.attempts else None
+        if last is not None and last.status == "ok" and last.n in paid:
+            # The answer was paid for before a crash; record it instead of calling again.
+            answer = paid[last.n]
+            return await self.finish_done(route, last, answer["text"], answer.get("stop_reason"))
+        tier = self.parked or (last.tier if last is not None else route.tier)
+        return await self.loop(route, tier)
+
+    def route(self) -> RouteRecord:
+        with tracing.route_span() as span:
+            learned = None
+            if self.rt.scorer is not None and self.s.learned_router:
+                learned = round(self.rt.scorer.score(self.job.prompt + "\n" + (self.job.system or "")), 4)
+            rec = router.decide(self.job, learned, self.rt.thresholds)
+            tracing.set_route(span, rec)
+        return rec
+
+    async def loop(self, route: RouteRecord, tier: Tier) -> str:
+        ceiling = self.job.constraints.high
+        escalations = sum(1 for a in self.attempts if a.status == "check_failed")
+        overloads = 0
+        errors = sum(1 for a in self.attempts if a.status == "error")
+        while True:
+            plan, ttl = await self.plan(tier)
+            leader = await self.warm_up(tier, plan, ttl)
+            try:
+                admission = await self.admit(tier, plan)
+            except BaseException:
+                await self._release_all(None, None, leader)  # a parked leader must not block followers
+                raise
+            n = len(self.attempts) + 1
+            reservation = await self.reserve_budget(tier, plan, n, admission, leader)
+            try:
+                res = await self.call(tier, plan, ttl)
+            except asyncio.CancelledError:
+                await self._release_all(admission, reservation, leader)
+                raise
+            except Exception as e:
+                fault = retry.classify(e)
+                await self._release_all(admission, reservation, leader)
+                if fault.cooldown_tier:
+                    await self.rt.gate.cooldown(
+                        tier, 5.0 if fault.retry_after_s is None else fault.retry_after_s, fault.kind
+                    )
+                    self.rt.metrics.observe_cooldown(tier, fault.kind)
+                attempt = Attempt(
+                    n=n,
+                    tier=tier,
+                    model=self.s.model_for(tier),
+                    status="error",
+                    error_type=fault.kind,
+                    error=fault.message,
+                    wait_ms=int(admission.wait_ms),
+                    started_at=time.time(),
+                )
+                await self.save(attempt)
+                errors += 1
+                overloads = overloads + 1 if fault.escalatable else 0
+                action = retry.next_action(
+                    fault,
+                    attempt=errors,
+                    max_attempts=self.s.max_attempts,
+                    consecutive_overloads=overloads,
+                    escalate_on_overload=self.s.escalate_on_overload,
+                    overload_escalate_after=self.s.overload_escalate_after,
+                    can_escalate=tier.rank < ceiling.rank,
+                    base_s=self.s.backoff_base_s,
+                    max_s=self.s.backoff_max_s,
+                    rng=self.rt.rng,
+                )
+                if action.kind == "retry":
+                    await asyncio.sleep(action.delay_s)
+                    continue
+                if action.kind == "escalate":
+                    tier, overloads = Tier(tier.next_up() or tier), 0
+                    continue
+                return await self.finish_failed(route, fault.kind, action.message)
+            # --- a paid answer -------------------------------------------------------------------
+            await admission.release_usage(res.usage)
+            spec = self.s.spec_for(tier)
+            cost = pricing.price_call(spec, res.usage, self.today)
+            if reservation is not None:
+                await self.rt.budgets.settle(reservation, cost.total_pusd)
+            if ttl and plan.warm_hash and (res.usage.cache_write_tokens or res.usage.cache_read_tokens):
+                # Leader or not: mirror the API's TTL refresh on every use of the prefix.
+                await self.rt.warmer.mark_warm(
+                    plan.warm_hash,
+                    TTL_SECONDS[ttl],
+                    token=leader.token if leader else None,
+                    age_s=res.latency_ms / 1000.0,
+                )
+            elif leader is not None:
+                await self.rt.warmer.abandon(leader.prefix_hash, token=leader.token)
+            failures = check_answer(
+                res.text, res.stop_reason, self.job.output, list(self.s.checks.get(self.job.task, []))
+            )
+            attempt = Attempt(
+                n=n,
+                tier=tier,
+                model=res.model,
+                status="check_failed" if failures else "ok",
+                latency_ms=res.latency_ms,
+                wait_ms=int(admission.wait_ms),
+                usage=res.usage,
+                cost=cost,
+                stop_reason=res.stop_reason,
+                request_id=res.request_id,
+                started_at=time.time(),
+                error=f"answer failed checks: {', '.join(failures)}" if failures else None,
+                error_type="check_failed" if failures else None,
+            )
+            await self.save(attempt, {"text": res.text, "stop_reason": res.stop_reason})
+            if (
+                failures
+                and self.s.escalation
+                and tier.rank < ceiling.rank
+                and escalations < self.s.max_escalations
+            ):
+                escalations += 1
+                tier = Tier(tier.next_up() or tier)
+                continue
+            if failures:
+                return await self.finish_failed(
+                    route,
+                    "check_failed",
+                    attempt.error or "answer failed checks",
+                    output=res.text,
+                    stop_reason=res.stop_reason,
+                )
+            return await self.finish_done(route, attempt, res.text, res.stop_reason)
+
+    # ------------------------------------------------------------------------------------------------
+    async def plan(self, tier: Tier) -> tuple[cache.RequestPlan, str | None]:
+        model, spec = self.s.model_for(tier), self.s.spec_for(tier)
+        ttl: str | None = None
+        if self.s.caching:
+            ttl = "5m" if self.s.cache_ttl == "auto" else self.s.cache_ttl
+        plan = cache.build_request(self.job, model, spec, ttl=ttl, caching=self.s.caching)  # type: ignore[arg-type]
+        if not plan.prefix_hashes:
+            ttl = None
+        elif self.s.cache_ttl == "auto":
+            span_s, reuses = await self.expected_span(tier)
+            chosen, why = cache.choose_ttl(span_s, reuses, spec, self.today)
+            if chosen != ttl:
+                ttl = chosen
+                plan = cache.build_request(self.job, model, spec, ttl=chosen, caching=True)
+            self.cache_info = {"ttl": ttl, "ttl_reason": why}
+        if plan.prefix_hashes:
+            self.cache_info.update(
+                {
+                    "breakpoints": plan.breakpoints,
+                    "prefix_tokens": plan.cached_prefix_tokens,
+                    "reason": plan.reason,
+                }
+            )
+        return plan, ttl
+
+    async def expected_span(self, tier: Tier) -> tuple[float, int]:
+        """How long the rest of this batch will keep reusing a prefix: pending jobs over the tier's pace."""
+        async with self.rt.redis.pipeline(transaction=False) as p:
+            p.hget(self.rt.keys.batch_meta(self.batch), "enqueued")
+            p.scard(self.rt.keys.batch_done(self.batch))
+            enqueued, done = await p.execute()
+        pending = max(0, int(enqueued or 0) - int(done))
+        per_s = max(1.0, self.s.tier_limits(tier).concurrency / 2.0)  # assume ~2 s a call
+        return pending / per_s, pending
+
+    async def warm_up(self, tier: Tier, plan: cache.RequestPlan, ttl: str | None) -> WarmDecision | None:
+        """Let one job per cold prefix go first; hold the others until its response has started.
+
+        On the intake queue a follower is parked instead of waiting, so it holds no intake slot.
+        """
+        h = plan.warm_hash
+        if not (self.s.cache_warming and h and ttl):
+            return None
+        ttl_s = TTL_SECONDS[ttl]
+        t0 = time.monotonic()
+        d = await self.rt.warmer.claim(h, ttl_s)
+        if d.kind == "follower":
+            if self.parked is None:
+                await self.park(tier)
+            with tracing.wait_span("cache_warm", tier) as span:
+                d = await self.rt.warmer.acquire(h, ttl_s, timeout_s=self.s.warm_wait_s)
+                span.set_attribute("routeq.wait_ms", int((time.monotonic() - t0) * 1000))
+                span.set_attribute("routeq.cache.warm_decision", d.kind)
+        self.cache_info["warming"] = d.kind
+        return d if d.kind == "leader" else None
+
+    async def admit(self, tier: Tier, plan: cache.RequestPlan) -> Admission:
+        # Uncached input and cache writes count toward input tokens/min; reads do not (as on the API).
+        est_in, est_out = plan.estimated_input_tokens, self.job.max_output_tokens
+        if self.parked is None:
+            got = await self.rt.gate.try_admit(tier, est_in, est_out)
+            if isinstance(got, Refusal):
+                await self.park(tier)
+            assert isinstance(got, Admission)
+            return got
+        with tracing.wait_span("tier_slot", tier) as span:
+            try:
+                adm = await self.rt.gate.admit(tier, est_in, est_out, timeout_s=self.s.job_timeout_s / 2)
+            except AdmissionTimeout:
+                # Hand the job back to its tier queue instead of letting arq time it out as a failure.
+                raise Retry(defer=1) from None
+            span.set_attribute("routeq.wait_ms", adm.wait_ms)
+            span.set_attribute("routeq.wait.reason", ",".join(adm.waited_on) or "none")
+            self.rt.metrics.observe_wait(tier, ",".join(adm.waited_on) or "none", adm.wait_ms / 1000.0)
+        return adm
+
+    async def park(self, tier: Tier) -> None:
+        """Hand the job to the tier's own queue and free this intake slot."""
+        await self.rt.redis.enqueue_job(
+            JOB_FUNCTION,
+            self.job.to_wire(),
+            parked=tier.value,
+            _job_id=f"{self.job_id}.{tier.value}",
+            _queue_name=self.rt.keys.tier_queue(tier),
+            _expires=self.s.job_expiry_s,
+        )
+        self.parked = tier
+        raise Parked()
+
+    async def reserve_budget(
+        self, tier: Tier, plan: cache.RequestPlan, n: int, admission: Admission, leader: WarmDecision | None
+    ) -> Reservation:
+        """Reserve the call's worst case: concurrent jobs overspend a cap by at most their own bound."""
+        spec = self.s.spec_for(tier)
+        amount = pricing.max_cost(spec, plan.estimated_input_tokens, self.job.max_output_tokens, self.today)
+        got = await self.rt.budgets.reserve(
+            self.job.tags.tenant, self.batch, amount, token_for(self.job_id, n)
+        )
+        if isinstance(got, Reservation):
+            return got
+        await self._release_all(admission, None, leader)
+        if self.s.budget_action == "hold":
+            raise Retry(defer=60)  # arq re-runs it later; raising a cap lets it through
+        await self.finish_failed(None, "budget", got.reason)
+        raise Stopped()
+
+    async def call(self, tier: Tier, plan: cache.RequestPlan, ttl: str | None) -> CallResult:
+        model, spec = self.s.model_for(tier), self.s.spec_for(tier)
+        with tracing.genai_span(
+            model,
+            self.job.max_output_tokens,
+            tier=tier,
+            messages=plan.params["messages"],
+            system=plan.params.get("system"),
+            trace_content=self.s.trace_content,
+        ) as span:
+            try:
+                with self.rt.metrics.track_inflight(tier):
+                    res = await call(self.rt.client, plan.params, job_id=self.job_id, requested_ttl=ttl)
+            except Exception as e:
+                tracing.record_genai_error(span, retry.classify(e).kind)
+                raise
+            cost = pricing.price_call(spec, res.usage, self.today)
+            tracing.record_genai_result(
+                span,
+                response_model=res.model,
+                response_id=res.message_id,
+                usage=res.usage,
+                finish_reason=res.stop_reason,
+                cost_pusd=cost.total_pusd,
+                baseline_cost_pusd=pricing.baseline_cost(self.s.spec_for(TOP_TIER), res.usage, self.today),
+                tier=tier,
+                output_text=res.text,
+                trace_content=self.s.trace_content,
+            )
+        return res
+
+    async def _release_all(
+        self, admission: Admission | None, reservation: Reservation | None, leader: WarmDecision | None
+    ) -> None:
+        if admission is not None:
+            await admission.release(0, 0, 0)
+        if reservation is not None:
+            await self.rt.budgets.release(reservation)
+        if leader is not None:
+            await self.rt.warmer.abandon(leader.prefix_hash, token=leader.token)
+
+    async def save(self, attempt: Attempt, answer: dict[str, Any] | None = None) -> None:
+        self.attempts.append(attempt)
+        await self.rt.store.save_attempt(self.job_id, attempt, answer)
+        self.rt.metrics.observe_attempt(attempt, self.job.tags.tenant)
+
+    # ------------------------------------------------------------------------------------------------
+    def _result(self, route: RouteRecord | None, status: str, **kw: Any) -> JobResult:
+        usage, cost = _total(self.attempts)
+        top = self.s.spec_for(TOP_TIER)
+        baseline = pricing.baseline_cost(top, usage, self.today)
+        uncached = sum(
+            pricing.uncached_cost(self.s.spec_for(a.tier), a.usage, self.today) for a in self.attempts
+        )
+        return JobResult(
+            job_id=self.job_id,
+            batch=self.batch,
+            tenant=self.job.tags.tenant,
+            task=self.job.task.value,
+            status=status,  # type: ignore[arg-type]
+            usage=usage,
+            cost=cost,
+            baseline_cost_pusd=baseline,
+            uncached_cost_pusd=uncached,
+            route=route,
+            cache=self.cache_info,
+            attempts=self.attempts,
+            finished_at=time.time(),
+            latency_ms=sum(a.latency_ms for a in self.attempts),
+            **kw,
+        )
+
+    async def finish_done(self, route: RouteRecord, attempt: Attempt, text: str, stop: str | None) -> str:
+        result = self._result(
+            route, "done", tier=attempt.tier, model=attempt.model, output=text, stop_reason=stop
+        )
+        if await self.rt.store.record(result):
+            self.rt.metrics.observe_result(result)
+        return "done"
+
+    async def finish_failed(
+        self,
+        route: RouteRecord | None,
+        kind: str,
+        message: str,
+        output: str | None = None,
+        stop_reason: str | None = None,
+    ) -> str:
+        last = self.attempts[-1] if self.attempts else None
+        result = self._result(
+            route,
+            "failed",
+            error=message,
+            error_type=kind,
+            output=output,
+            stop_reason=stop_reason,
+            tier=last.tier if last else (route.tier if route else None),
+            model=last.model if last else None,
+        )
+        cause = {
+            "error_type": kind,
+            "error": message,
+            "attempts": len(self.attempts),
+            "at": time.time(),
+            "job": self.job.model_dump(mode="json", by_alias=True, exclude={"trace_context"}),
+        }
+        if await self.rt.store.record(result, dead_cause=cause):
+            self.rt.metrics.observe_result(result)
+        return "failed"

@@ -1,0 +1,45 @@
+"""Everything a worker process shares between jobs, built once at start-up (arq's ``ctx["routeq"]``)."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from dataclasses import dataclass, field
+
+from anthropic import AsyncAnthropic
+from arq.connections import ArqRedis
+
+from jobs.keys import Keys
+from jobs.settings import Settings
+from worker.budget import Budgets
+from worker.cache import CacheWarmer
+from worker.limits import TierGate
+from worker.metrics import WorkerMetrics
+from worker.router import Thresholds
+from worker.scorer import Scorer
+from worker.store import Store
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: ArqRedis
+    client: AsyncAnthropic
+    store: Store
+    gate: TierGate
+    warmer: CacheWarmer
+    budgets: Budgets
+    scorer: Scorer | None
+    thresholds: Thresholds | None
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    owner: str = field(default_factory=owner_id)
+    rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def keys(self) -> Keys:
+        return self.settings.keys
