@@ -29,6 +29,7 @@ from worker.pipeline import process_job
 from worker.router import OPUS_AT, SONNET_AT, Thresholds
 from worker.runtime import Runtime, owner_id
 from worker.scorer import Scorer
+from worker.shadow import SHADOW_FUNCTION, SHADOW_SLOTS, shadow_job
 from worker.store import Store
 
 log = logging.getLogger("routeq.worker")
@@ -91,6 +92,9 @@ def make_workers(rt: Runtime, *, tiers_only: bool = False) -> list[Worker]:
     for tier in TIER_ORDER:
         slots = s.tier_max_jobs or s.tier_limits(tier).concurrency
         workers.append(Worker([fn], queue_name=s.keys.tier_queue(tier), max_jobs=slots, **common))
+    if s.shadow_rate > 0:
+        shadow = func(shadow_job, name=SHADOW_FUNCTION, timeout=s.job_timeout_s)
+        workers.append(Worker([shadow], queue_name=s.keys.shadow_queue, max_jobs=SHADOW_SLOTS, **common))
     return workers
 
 

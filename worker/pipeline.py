@@ -29,6 +29,7 @@ from worker.checks import check_answer
 from worker.limits import Admission, AdmissionTimeout, Refusal
 from worker.llm import CallResult, call
 from worker.runtime import Runtime
+from worker.shadow import maybe_shadow
 
 log = logging.getLogger("routeq.pipeline")
 
@@ -437,6 +438,10 @@ class JobRun:
         )
         if await self.rt.store.record(result):
             self.rt.metrics.observe_result(result)
+            try:
+                await maybe_shadow(self.rt, self.job, attempt.tier, text)
+            except Exception:  # noqa: BLE001 - monitoring must never fail the job it watches
+                log.exception("could not schedule a shadow run for %s", self.job_id)
         return "done"
 
     async def finish_failed(
