@@ -440,7 +440,7 @@ class JobRun:
             self.rt.metrics.observe_result(result)
             try:
                 await maybe_shadow(self.rt, self.job, attempt.tier, text)
-            except Exception:  # noqa: BLE001 - monitoring must never fail the job it watches
+            except Exception:  # monitoring must never fail the job it watches
                 log.exception("could not schedule a shadow run for %s", self.job_id)
         return "done"
 

@@ -78,7 +78,7 @@ async def _top_answer(rt: Runtime, job: Job, prompt_job: Job) -> tuple[str, int]
         return None
     try:
         res = await call(rt.client, plan.params, job_id=f"{job.job_id}.shadow")
-    except Exception as e:  # noqa: BLE001 - a failed sample is skipped, never retried at any cost
+    except Exception as e:  # a failed sample is skipped, never retried at any cost
         await adm.release(0, 0)
         log.info("shadow run of %s failed: %s", job.job_id, type(e).__name__)
         return None
