@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 async def test_batch_through_two_workers_reconciles(redis_url: str) -> None:
     s = Settings(redis_url=redis_url)
     redis = await connect(s)
-    with Fleet(redis_url, workers=2, ROUTEQ_LEARNED_ROUTER="false") as fleet:
+    with Fleet(redis_url, workers=2) as fleet:
         try:
             jobs = [parse_job(j) for j in corpus.generate(60, seed=3)]
             res = await Producer(redis, s).enqueue(jobs, batch="e2e")

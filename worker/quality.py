@@ -1,0 +1,207 @@
+"""Shadow-quality monitoring: sample jobs, compare the cheap answer with the top tier's, keep score.
+
+A shadowed job is answered by the tier it was routed to *and* by the top tier. The two answers are
+compared cheaply when the task allows (``compare``), else by a grading call to the top tier
+(``grading_prompt`` / ``parse_grade``). Outcomes are counted per task and tier in ``Keys.quality`` and
+kept as labelled prompts in ``Keys.quality_labels``, which ``export_labels`` writes as a training CSV
+for ``routeq router train`` (same columns as the RouteLLM data).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import time
+import unicodedata
+from pathlib import Path
+from typing import IO, Any
+
+from redis.asyncio import Redis
+
+from jobs.contract import TaskType
+from jobs.keys import Keys
+from worker.checks import NotJSON, parse_json_output
+
+DEFAULT_MAX_LABELS = 50_000
+CSV_COLUMNS = ("domain", "prompt", "weak_correct", "strong_correct")
+
+# Tasks whose answers are short, closed-form values: a textual mismatch is a real disagreement.
+_CLOSED_TASKS = frozenset({TaskType.classify})
+# Tasks often answered as structured data; a JSON mismatch is decisive, a prose mismatch is not.
+_STRUCTURED_TASKS = frozenset({TaskType.classify, TaskType.extract})
+
+
+def should_shadow(job_id: str, rate: float) -> bool:
+    """Whether to shadow this job: a stable hash of the id below ``rate``, so every worker (and a
+    re-run of the same job) makes the same choice and the sample is uniform over ids."""
+    if rate <= 0:
+        return False
+    if rate >= 1:
+        return True
+    h = int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:8], "big")
+    return h < rate * 2**64
+
+
+_SPACE = re.compile(r"\s+")
+_EDGE_PUNCT = " \t\n\"'`.,;:!?()[]{}*_"
+
+
+def normalise(text: str) -> str:
+    """Case-, space-, quote- and edge-punctuation-insensitive form of a short answer."""
+    t = unicodedata.normalize("NFKC", text).strip()
+    if t.startswith("```"):
+        t = t.strip("`")
+        t = t.split("\n", 1)[1] if "\n" in t else t
+    return _SPACE.sub(" ", t.lower()).strip(_EDGE_PUNCT)
+
+
+def _json_or_none(text: str) -> tuple[bool, Any]:
+    try:
+        return True, parse_json_output(text)
+    except NotJSON:
+        return False, None
+
+
+def compare(task: TaskType, a: str, b: str) -> bool | None:
+    """Do two answers agree? True/False when that can be decided without a model; None = grade it.
+
+    Both valid JSON -> equal values. Equal after normalisation -> True. Otherwise a mismatch is decisive
+    only for closed-form tasks (classify) or when the task expects structured output and both are JSON.
+    """
+    a_json, va = _json_or_none(a)
+    b_json, vb = _json_or_none(b)
+    if a_json and b_json:
+        if va == vb:
+            return True
+        if task in _STRUCTURED_TASKS:
+            return False
+    if normalise(a) == normalise(b):
+        return True
+    if task in _CLOSED_TASKS:
+        return False
+    return None
+
+
+_VERDICT = re.compile(r"VERDICT\s*:\s*(AGREE|DISAGREE|PASS|FAIL)", re.IGNORECASE)
+
+
+def grading_prompt(task: TaskType, prompt: str, reference: str, candidate: str) -> str:
+    """The text of a grading request to the top tier: is the candidate as good as the reference?"""
+    return (
+        "You are grading whether a cheaper model's answer is acceptable in place of a stronger model's.\n"
+        f"Task type: {task.value}\n\n"
+        f"<task>\n{prompt}\n</task>\n\n"
+        f"<reference_answer>\n{reference}\n</reference_answer>\n\n"
+        f"<candidate_answer>\n{candidate}\n</candidate_answer>\n\n"
+        "The candidate is acceptable if it is correct and complete for the task and a user would be as "
+        "well served by it as by the reference; wording and style may differ. Think briefly, then end "
+        "with exactly one line: VERDICT: AGREE (acceptable) or VERDICT: DISAGREE (not acceptable)."
+    )
+
+
+def parse_grade(text: str) -> bool:
+    """The grader's verdict (the last one given). No verdict counts as disagreement: the safe side,
+    since it can only make routing more cautious."""
+    found = _VERDICT.findall(text or "")
+    return bool(found) and found[-1].upper() in ("AGREE", "PASS")
+
+
+# --- Redis bookkeeping ------------------------------------------------------------------------------
+def _field(task: TaskType | str, tier: str, what: str) -> str:
+    return f"{getattr(task, 'value', task)}:{getattr(tier, 'value', tier)}:{what}"
+
+
+async def record_comparison(
+    redis: Redis,
+    keys: Keys,
+    task: TaskType | str,
+    tier: str,
+    agree: bool,
+    label: dict[str, Any],
+    max_labels: int = DEFAULT_MAX_LABELS,
+) -> None:
+    """Count one shadow comparison and keep its labelled prompt (newest ``max_labels`` are kept).
+
+    ``label`` should carry at least ``prompt``; task, tier, agree and a timestamp are added."""
+    record = {
+        **label,
+        "task": getattr(task, "value", task),
+        "tier": getattr(tier, "value", tier),
+        "agree": agree,
+        "ts": label.get("ts", time.time()),
+    }
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hincrby(keys.quality, _field(task, tier, "agree"), int(agree))
+        pipe.hincrby(keys.quality, _field(task, tier, "total"), 1)
+        pipe.rpush(keys.quality_labels, json.dumps(record, ensure_ascii=False))
+        pipe.ltrim(keys.quality_labels, -max_labels, -1)
+        await pipe.execute()
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+async def quality_report(redis: Redis, keys: Keys) -> dict[str, Any]:
+    """Agreement per task and tier: {"by": {"task:tier": {agree, total, rate}}, "overall", "labels"}."""
+    raw: dict[Any, Any] = await redis.hgetall(keys.quality)  # type: ignore[misc]
+    by: dict[str, dict[str, float]] = {}
+    for f, v in raw.items():
+        name = _s(f)
+        head, _, what = name.rpartition(":")
+        if what not in ("agree", "total") or not head:
+            continue
+        by.setdefault(head, {"agree": 0, "total": 0})[what] = int(_s(v))
+    agree = total = 0
+    for entry in by.values():
+        entry["rate"] = entry["agree"] / entry["total"] if entry["total"] else 0.0
+        agree += int(entry["agree"])
+        total += int(entry["total"])
+    return {
+        "by": dict(sorted(by.items())),
+        "overall": {"agree": agree, "total": total, "rate": agree / total if total else 0.0},
+        "labels": int(await redis.llen(keys.quality_labels)),  # type: ignore[misc]
+    }
+
+
+def label_row(label: dict[str, Any]) -> dict[str, str] | None:
+    """A training row from a shadow label, or None if it has no prompt.
+
+    The top tier's answer is the reference, so it counts as correct (strong_correct True); the cheap
+    answer is correct when it agreed with it. So agree -> (True, True), disagree -> (False, True): the
+    "strong wins" prompts a router should escalate. domain = the task type."""
+    prompt = label.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return None
+    return {
+        "domain": str(label.get("task", "other")),
+        "prompt": prompt,
+        "weak_correct": str(bool(label.get("agree"))),
+        "strong_correct": "True",
+    }
+
+
+async def export_labels(redis: Redis, keys: Keys, out: Path | str | IO[str]) -> int:
+    """Write the kept shadow labels as a training CSV; returns the number of rows written."""
+    raw: list[Any] = await redis.lrange(keys.quality_labels, 0, -1)  # type: ignore[misc]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    n = 0
+    for item in raw:
+        try:
+            label = json.loads(_s(item))
+        except json.JSONDecodeError:
+            continue  # a foreign or damaged entry should not stop the export
+        row = label_row(label) if isinstance(label, dict) else None
+        if row is not None:
+            writer.writerow(row)
+            n += 1
+    if isinstance(out, (str, Path)):
+        Path(out).write_text(buf.getvalue(), encoding="utf-8")
+    else:
+        out.write(buf.getvalue())
+    return n
