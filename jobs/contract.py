@@ -41,6 +41,11 @@ class Document(_Strict):
     name: str = Field(min_length=1, max_length=512)
     text: str = Field(min_length=1)
 
+    @property
+    def content_key(self) -> str:
+        """Identity of the document's content, for counting how many jobs of a batch share it."""
+        return hashlib.sha256(f"{self.name}\0{self.text}".encode()).hexdigest()[:24]
+
 
 class Tags(_Strict):
     tenant: str = Field(default="default", min_length=1, max_length=128)

@@ -62,6 +62,10 @@ class Keys:
         """Hash of exact integer aggregates (costs in pico-USD, tokens) for the batch."""
         return f"{self.prefix}:batch:{batch}:agg"
 
+    def batch_docs(self, batch: str) -> str:
+        """Hash document content key -> how many jobs of the batch carry it (a breakpoint pays only if >1)."""
+        return f"{self.prefix}:batch:{batch}:docs"
+
     def batch_dead(self, batch: str) -> str:
         """Hash job id -> JSON cause, for jobs that exhausted their tries."""
         return f"{self.prefix}:batch:{batch}:dead"

@@ -142,9 +142,21 @@ class Producer:
             self.keys.batches,
         ]
         flags = await self._enqueue_script()(keys=keys, args=argv)
+        shared: dict[str, int] = {}
         for job, flag in zip(chunk, flags, strict=True):
             if int(flag):
                 result.enqueued += 1
                 result.job_ids.append(job.job_id)
+                for d in job.documents:
+                    shared[d.content_key] = shared.get(d.content_key, 0) + 1
             else:
                 result.duplicates += 1
+        if shared:
+            # Workers cache a document's prefix only when other jobs of the batch reuse it: a breakpoint
+            # on a document no one else reads would pay the 1.25x write for nothing.
+            docs_key = self.keys.batch_docs(result.batch)
+            async with self.redis.pipeline(transaction=False) as p:
+                for k, n in shared.items():
+                    p.hincrby(docs_key, k, n)
+                p.pexpire(docs_key, (self.settings.job_expiry_s + self.settings.result_ttl_s) * 1000)
+                await p.execute()

@@ -387,3 +387,24 @@ async def test_across_processes_one_write(redis_url: str) -> None:
 def test_plan_ttl_marker(ttl: str) -> None:
     p = build_request(job(), MODEL, SONNET, ttl=ttl, caching=True)  # type: ignore[arg-type]
     assert ("ttl" in p.params["system"][0]["cache_control"]) is (ttl == "1h")
+
+
+def test_documents_no_other_job_shares_get_no_breakpoint() -> None:
+    from jobs.catalog import load_catalog
+    from jobs.contract import Job
+    from worker.cache import build_request
+
+    spec = load_catalog().spec("claude-sonnet-4-5")
+    job = Job.model_validate(
+        {
+            "task": "summarize",
+            "prompt": "Summarise.",
+            "documents": [{"name": "a.txt", "text": "word " * 3000}],
+        }
+    )
+    key = job.documents[0].content_key
+    shared = build_request(job, "claude-sonnet-4-5", spec, ttl="5m", caching=True)
+    alone = build_request(job, "claude-sonnet-4-5", spec, ttl="5m", caching=True, unshared=frozenset({key}))
+    assert shared.breakpoints == 1 and shared.breakpoint_labels == ["document:a.txt"]
+    assert alone.breakpoints == 0 and alone.prefix_hashes == []
+    assert "cache_control" not in str(alone.params)

@@ -83,3 +83,25 @@ async def test_payload_is_json_not_pickle(redis_url: str) -> None:
         assert orjson.loads(raw)["f"] == JOB_FUNCTION
     finally:
         await r.aclose()
+
+
+async def test_document_share_counts(redis_url: str) -> None:
+    s = Settings(redis_url=redis_url)
+    r = await connect(s)
+    try:
+        doc = {"name": "contract.txt", "text": "clause " * 50}
+        own = {"name": "mine.txt", "text": "only here"}
+        jobs_ = [
+            Job.model_validate(
+                {"task": "qa", "prompt": f"q{i}", "documents": [doc] + ([own] if i == 0 else [])}
+            )
+            for i in range(3)
+        ]
+        await Producer(r, s).enqueue(jobs_, batch="docs")
+        counts = await r.hgetall(s.keys.batch_docs("docs"))
+        assert {k.decode(): int(v) for k, v in counts.items()} == {
+            jobs_[0].documents[0].content_key: 3,
+            jobs_[0].documents[1].content_key: 1,
+        }
+    finally:
+        await r.aclose()

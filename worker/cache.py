@@ -98,7 +98,7 @@ class _Block:
     candidate: bool  # a boundary other jobs may share
 
 
-def _blocks(job: Job) -> list[_Block]:
+def _blocks(job: Job, unshared: frozenset[str]) -> list[_Block]:
     out: list[_Block] = []
     if job.system:
         out.append(_Block("system", "system", job.system, candidate=True))
@@ -106,7 +106,8 @@ def _blocks(job: Job) -> list[_Block]:
         # Its own boundary: jobs with one system prompt but different schemas still share the first.
         out.append(_Block("system", "schema", schema_instruction(job.output.json_schema), candidate=True))
     for d in job.documents:
-        out.append(_Block("user", f"document:{d.name}", render_document(d.name, d.text), candidate=True))
+        shared = d.content_key not in unshared
+        out.append(_Block("user", f"document:{d.name}", render_document(d.name, d.text), candidate=shared))
     out.append(_Block("user", "prompt", job.prompt, candidate=False))
     return out
 
@@ -124,9 +125,20 @@ def prefix_hash(model: str, ttl: Ttl, blocks: list[tuple[str, str]]) -> str:
     return hashlib.sha256(body).hexdigest()[:32]
 
 
-def build_request(job: Job, model: str, spec: ModelSpec, *, ttl: Ttl | None, caching: bool) -> RequestPlan:
-    """Lay the job out as Messages API params with cache breakpoints (``ttl=None``: the API default, 5m)."""
-    blocks = _blocks(job)
+def build_request(
+    job: Job,
+    model: str,
+    spec: ModelSpec,
+    *,
+    ttl: Ttl | None,
+    caching: bool,
+    unshared: frozenset[str] = frozenset(),
+) -> RequestPlan:
+    """Lay the job out as Messages API params with cache breakpoints (``ttl=None``: the API default, 5m).
+
+    ``unshared``: content keys of documents no other job is known to carry; no breakpoint after them.
+    """
+    blocks = _blocks(job, unshared)
     eff_ttl: Ttl = ttl or "5m"
     cum: list[int] = []
     total = 0
