@@ -15,7 +15,10 @@ from typing import Any
 
 from arq import Retry
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from jobs.connections import aw
 from jobs.contract import Job
 from jobs.keys import JOB_FUNCTION
 from jobs.results import Attempt, Cost, JobResult, RouteRecord, Usage
@@ -59,6 +62,11 @@ async def process_job(ctx: dict[str, Any], payload: Any, parked: str | None = No
             return "parked"
         except Stopped:
             return "stopped"
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            # Redis stayed away longer than the client's reconnect backoff: hand the job back to arq
+            # (re-run later) instead of failing it with no recorded outcome. Paid answers are persisted.
+            log.warning("job %s: redis unavailable (%s); handing it back", job.job_id, e)
+            raise Retry(defer=2) from e
 
 
 async def _parse(rt: Runtime, arq_id: str, payload: Any) -> Job | None:
@@ -115,6 +123,7 @@ class JobRun:
         self.attempts: list[Attempt] = []
         self.started = time.monotonic()
         self.cache_info: dict[str, Any] = {}
+        self._unshared: frozenset[str] | None = None
 
     # ------------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -205,8 +214,12 @@ class JobRun:
             cost = pricing.price_call(spec, res.usage, self.today)
             if reservation is not None:
                 await self.rt.budgets.settle(reservation, cost.total_pusd)
-            if ttl and plan.warm_hash and (res.usage.cache_write_tokens or res.usage.cache_read_tokens):
-                # Leader or not: mirror the API's TTL refresh on every use of the prefix.
+            used_cache = bool(res.usage.cache_write_tokens or res.usage.cache_read_tokens)
+            if ttl and plan.warm_hash and (used_cache or leader is not None):
+                # Leader or not: mirror the API's TTL refresh on every use of the prefix. A leader whose
+                # answer cached nothing (the API's real count or minimum differs from our estimate)
+                # marks it too: nothing is there to wait for, and handing the lead on would serialise
+                # every follower behind one full call each.
                 await self.rt.warmer.mark_warm(
                     plan.warm_hash,
                     TTL_SECONDS[ttl],
@@ -256,18 +269,27 @@ class JobRun:
     # ------------------------------------------------------------------------------------------------
     async def plan(self, tier: Tier) -> tuple[cache.RequestPlan, str | None]:
         model, spec = self.s.model_for(tier), self.s.spec_for(tier)
-        ttl: str | None = None
+        ttl: cache.Ttl | None = None
         if self.s.caching:
             ttl = "5m" if self.s.cache_ttl == "auto" else self.s.cache_ttl
-        plan = cache.build_request(self.job, model, spec, ttl=ttl, caching=self.s.caching)  # type: ignore[arg-type]
+        unshared = await self.unshared_documents()
+        plan = cache.build_request(
+            self.job,
+            model,
+            spec,
+            ttl=ttl,
+            caching=self.s.caching,
+            unshared=unshared,
+        )
         if not plan.prefix_hashes:
             ttl = None
+            self.cache_info = {"reason": plan.reason}  # why nothing is cached (e.g. below the minimum)
         elif self.s.cache_ttl == "auto":
             span_s, reuses = await self.expected_span(tier)
             chosen, why = cache.choose_ttl(span_s, reuses, spec, self.today)
             if chosen != ttl:
                 ttl = chosen
-                plan = cache.build_request(self.job, model, spec, ttl=chosen, caching=True)
+                plan = cache.build_request(self.job, model, spec, ttl=chosen, caching=True, unshared=unshared)
             self.cache_info = {"ttl": ttl, "ttl_reason": why}
         if plan.prefix_hashes:
             self.cache_info.update(
@@ -278,6 +300,22 @@ class JobRun:
                 }
             )
         return plan, ttl
+
+    async def unshared_documents(self) -> frozenset[str]:
+        """Documents no other job of the batch carries (per the producer's counts): not worth a write."""
+        if self._unshared is None:
+            docs = self.job.documents
+            if not (self.s.caching and docs):
+                self._unshared = frozenset()
+            else:
+                counts = await aw(
+                    self.rt.redis.hmget(self.rt.keys.batch_docs(self.batch), [d.content_key for d in docs])
+                )
+                # No count at all (enqueued by an older producer): assume shared, as before.
+                self._unshared = frozenset(
+                    d.content_key for d, n in zip(docs, counts, strict=True) if n is not None and int(n) <= 1
+                )
+        return self._unshared
 
     async def expected_span(self, tier: Tier) -> tuple[float, int]:
         """How long the rest of this batch will keep reusing a prefix: pending jobs over the tier's pace."""
