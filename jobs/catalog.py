@@ -77,8 +77,10 @@ class Catalog(BaseModel):
 
 class UnknownModel(KeyError):
     def __init__(self, model: str, known: list[str]) -> None:
-        super().__init__(f"model {model!r} is not in the catalog (known: {', '.join(known)}); "
-                         "add it to the file named by ROUTEQ_MODELS_FILE")
+        super().__init__(
+            f"model {model!r} is not in the catalog (known: {', '.join(known)}); "
+            "add it to the file named by ROUTEQ_MODELS_FILE"
+        )
 
 
 def _load_json(raw: bytes, where: str) -> dict[str, object]:

@@ -60,7 +60,10 @@ class Cost(BaseModel):
     @property
     def total_pusd(self) -> int:
         return (
-            self.input_pusd + self.output_pusd + self.cache_write_5m_pusd + self.cache_write_1h_pusd
+            self.input_pusd
+            + self.output_pusd
+            + self.cache_write_5m_pusd
+            + self.cache_write_1h_pusd
             + self.cache_read_pusd
         )
 
@@ -140,8 +143,14 @@ class JobResult(BaseModel):
 
 # Aggregate hash fields (batch, tenant): integers only, updated with HINCRBY exactly once per job.
 AGG_FIELDS_PER_TIER = (
-    "jobs", "input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
-    "cache_read_tokens", "cost_pusd", "uncached_cost_pusd",
+    "jobs",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "cost_pusd",
+    "uncached_cost_pusd",
 )
 
 

@@ -209,7 +209,10 @@ def chunk_span(batch: str, count: int, queue: str = "routeq:queue") -> Iterator[
         "routeq.batch": batch,
     }
     span = tracer().start_span(
-        f"create {queue}", context=Context(), kind=SpanKind.PRODUCER, attributes=attrs,
+        f"create {queue}",
+        context=Context(),
+        kind=SpanKind.PRODUCER,
+        attributes=attrs,
         links=[Link(current)] if current.is_valid else None,
     )
     with trace.use_span(span, end_on_exit=True):

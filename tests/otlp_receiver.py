@@ -199,6 +199,6 @@ def by_name(spans: Spans, name: str) -> Spans:
 
 @pytest.fixture
 def otlp_receiver() -> Iterator[OtlpReceiver]:
-    """Import into a test module (``from otlp_receiver import otlp_receiver``) to use it as a fixture."""
+    """Import into a test module (``from tests.otlp_receiver import otlp_receiver``) to use it."""
     with OtlpReceiver() as rx:
         yield rx

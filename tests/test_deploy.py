@@ -1,15 +1,26 @@
-"""The deploy manifests agree with the CLI, the settings, the metrics and each other.
+"""The deploy manifests agree with the CLI, the settings, the metrics and each other, and the compose
+file's own command lines run.
 
-No Docker engine or cluster here: these are static checks of what `docker compose` and `kubectl` would
-be given. ``CLI_CONTRACT`` is the contract of the commands the manifests may use (to be checked against
-the real argparse parser by the lead).
+No Docker engine or cluster here, so nothing below pretends to run one: the static checks read what
+`docker compose` and `kubectl` would be given (every `routeq` command line is parsed by the real argparse
+parser, ``worker.cli.build_parser()``), and ``test_compose_commands_run_against_real_processes`` runs the
+compose file's producer, stand-in and worker command lines as local processes, with the compose
+environment, its service host names and ports mapped to a local redis-server, the stand-in and an OTLP
+receiver.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import io
+import json
 import os
 import re
 import shlex
+import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,30 +30,23 @@ import opentelemetry.sdk.environment_variables as otel_sdk_env
 import pytest
 import yaml
 
+from jobs.connections import connect
+from jobs.reports import batch_status
 from jobs.settings import Settings
+from tests.helpers import api_stats
+from tests.otlp_receiver import OtlpReceiver, otlp_receiver
+from worker.cli import build_parser
+from worker.embedded import Child, free_port, routeq_cmd, wait_port
 from worker.metrics import QUEUE_DEPTH
+
+__all__ = ["otlp_receiver"]  # the fixture, re-exported so pytest finds it
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 FLEET_DOC = ROOT / "docs" / "fleet.md"
+README = ROOT / "README.md"
 
-# subcommand -> (number of positionals, {flag: takes_value})
-CLI_CONTRACT: dict[str, tuple[int, dict[str, bool]]] = {
-    "worker": (0, {"--burst": False, "--metrics-port": True}),
-    "enqueue": (
-        1,
-        {"--task": True, "--prompt": True, "--system": True, "--tag": True, "--batch": True, "--json": False},
-    ),
-    "mock-api": (
-        0,
-        {"--host": True, "--port": True, "--latency-ms": True, "--faults": True, "--config": True},
-    ),
-    "demo": (0, {}),
-    "status": (1, {}),
-    "results": (1, {}),
-    "report": (1, {}),
-}
 NON_PREFIXED_VARS = {"REDIS_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"}
 KNOWN_OTEL_VARS = {
     v for mod in (otel_api_env, otel_sdk_env) for k, v in vars(mod).items() if k.startswith("OTEL_")
@@ -100,27 +104,30 @@ def duration_s(value: str) -> float:
 # --- argv checking ------------------------------------------------------------------------------
 
 
-def check_argv(argv: list[str]) -> None:
-    """Raise ``AssertionError`` unless ``argv`` (after ``routeq``) fits ``CLI_CONTRACT``."""
-    assert argv, "no subcommand"
-    sub, rest = argv[0], argv[1:]
-    assert sub in CLI_CONTRACT, f"unknown subcommand {sub!r}"
-    n_pos, flags = CLI_CONTRACT[sub]
-    positionals = 0
-    i = 0
-    while i < len(rest):
-        arg = rest[i]
-        if arg.startswith("--"):
-            name, eq, _ = arg.partition("=")
-            assert name in flags, f"{sub}: unknown flag {name!r}"
-            if flags[name] and not eq:
-                assert i + 1 < len(rest), f"{sub}: {name} needs a value"
-                i += 1
-            assert not (eq and not flags[name]), f"{sub}: {name} takes no value"
-        else:
-            positionals += 1
-        i += 1
-    assert positionals == n_pos, f"{sub}: {positionals} positional arguments, expected {n_pos}"
+def check_argv(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv`` (after ``routeq``) with the real CLI parser; ``AssertionError`` with its message."""
+    parser = build_parser()
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            args = parser.parse_args(argv)
+    except SystemExit:
+        raise AssertionError(err.getvalue().strip().splitlines()[-1:] or ["no usage error"]) from None
+    assert callable(getattr(args, "func", None)), f"{argv}: parses to no command"
+    return args
+
+
+def dockerfile_instructions() -> list[str]:
+    lines = [ln.strip() for ln in (DEPLOY / "Dockerfile").read_text().splitlines()]
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def exec_form(instruction: str) -> list[str]:
+    """``CMD ["worker"]`` -> ``["worker"]`` (the exec form is the only one that keeps signals working)."""
+    _, _, rest = instruction.partition(" ")
+    form = json.loads(rest)
+    assert isinstance(form, list) and all(isinstance(a, str) for a in form), instruction
+    return form
 
 
 def all_argvs() -> list[tuple[str, list[str]]]:
@@ -135,25 +142,46 @@ def all_argvs() -> list[tuple[str, list[str]]]:
             assert command[0] == "routeq", f"k8s {c['name']}: command must run routeq"
             command = command[1:]
         out.append((f"k8s:{c['name']}", [str(a) for a in [*command, *args]]))
-    if FLEET_DOC.exists():
-        for line in FLEET_DOC.read_text().splitlines():
-            # Command lines, also inside `docker compose exec worker routeq ...`; not prose or metric names.
-            m = re.match(r"^(?:\$ )?(?:.*\s)?routeq\s+([a-z].*)$", line.split(" #")[0].strip())
-            if m and not line.lstrip().startswith(("|", "-", "`")):
-                out.append(("docs", shlex.split(m.group(1))))
+    (cmd,) = [exec_form(i) for i in dockerfile_instructions() if i.startswith("CMD ")]
+    out.append(("Dockerfile:CMD", cmd))
+    for where, doc in (("docs", FLEET_DOC), ("README", README)):
+        for line in shell_lines(doc):
+            # `routeq ...`, `.venv/bin/routeq ...`, `docker compose exec worker routeq ...`
+            m = re.match(r"^(?:.*\s)?(?:\S*/)?routeq\s+([a-z].*)$", line)
+            if m:
+                out.append((where, shlex.split(m.group(1).removesuffix("&").strip())))
+    return out
+
+
+def shell_lines(doc: Path) -> list[str]:
+    """Command lines of a Markdown file's shell code blocks (comments and prompts removed)."""
+    out: list[str] = []
+    lang: str | None = None
+    for raw in doc.read_text().splitlines() if doc.exists() else []:
+        line = raw.strip()
+        if line.startswith("```"):
+            lang = None if lang is not None else (line[3:].strip() or "text")
+            continue
+        if lang in {"sh", "bash", "shell", "console"}:
+            line = re.sub(r"\s+#.*$", "", line.removeprefix("$ ")).strip()
+            if line and not line.startswith("#"):
+                out.append(line)
     return out
 
 
 def test_argv_checker_rejects_what_it_should() -> None:
-    check_argv(["enqueue", "/corpus", "--task", "summarize", "--tag", "tenant=a", "--json"])
-    check_argv(["worker", "--metrics-port=9464", "--burst"])
+    assert check_argv(["enqueue", "/corpus", "--task", "summarize", "--tag", "tenant=a", "--json"]).json
+    args = check_argv(["worker", "--metrics-port=9464", "--burst"])
+    assert args.metrics_port == 9464 and args.burst
     for bad in (
         [],
         ["serve"],
         ["worker", "--port", "1"],
         ["worker", "--metrics-port"],
+        ["worker", "--metrics-port", "http"],
         ["enqueue"],
         ["enqueue", "a", "b"],
+        ["enqueue", "a", "--task", "poem"],
         ["status"],
         ["worker", "--burst=yes"],
     ):
@@ -161,15 +189,24 @@ def test_argv_checker_rejects_what_it_should() -> None:
             check_argv(bad)
 
 
-def test_every_routeq_command_fits_the_cli_contract() -> None:
+def test_every_routeq_command_parses_with_the_real_cli() -> None:
     argvs = all_argvs()
     subs = {argv[0] for _, argv in argvs}
-    assert {"worker", "mock-api", "enqueue"} <= subs
+    assert {"worker", "mock-api", "enqueue", "status"} <= subs
     for where, argv in argvs:
         try:
             check_argv(argv)
         except AssertionError as e:
-            raise AssertionError(f"{where}: {argv}: {e}") from None
+            raise AssertionError(f"{where}: routeq {shlex.join(argv)}: {e}") from None
+
+
+def test_dockerfile_entrypoint_runs_the_cli() -> None:
+    instr = dockerfile_instructions()
+    (entry,) = [exec_form(i) for i in instr if i.startswith("ENTRYPOINT ")]
+    assert entry == ["routeq"]
+    # The console script the image's ENTRYPOINT names is the one build_parser() belongs to.
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["routeq"] == "worker.cli:main"
 
 
 # --- environment ----------------------------------------------------------------------------------
@@ -237,6 +274,19 @@ def test_every_env_var_is_known(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.setenv(name, value)
             actual = settings_value(Settings(_env_file=None), name)  # type: ignore[call-arg]
             assert same_value(actual, value), f"{where}: {name}={value!r} gave {actual!r}"
+
+
+def test_every_documented_variable_is_a_setting() -> None:
+    named = {
+        v
+        for doc in (README, FLEET_DOC)
+        if doc.exists()
+        for v in re.findall(r"\bROUTEQ_[A-Z0-9_]*[A-Z0-9]\b(?!__|<)", doc.read_text())
+    }
+    assert "ROUTEQ_METRICS_PORT" in named
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    for var in sorted(named):
+        settings_value(settings, var)  # KeyError names the variable that maps to no field
 
 
 def test_no_real_secret_in_deploy_files() -> None:
@@ -366,8 +416,7 @@ def test_keda_scales_the_worker_on_the_queue_depth_metric() -> None:
 
 
 def test_dockerfile() -> None:
-    lines = [ln.strip() for ln in (DEPLOY / "Dockerfile").read_text().splitlines()]
-    instr = [ln for ln in lines if ln and not ln.startswith("#")]
+    instr = dockerfile_instructions()
     assert instr[0] == "FROM python:3.12-slim"
     assert any(re.match(r"RUN pip install \.(\s|$)", ln) for ln in instr)
     users = [ln.split()[1] for ln in instr if ln.startswith("USER ")]
@@ -376,3 +425,114 @@ def test_dockerfile() -> None:
     (deploy,) = k8s_kind("Deployment")
     sc = deploy["spec"]["template"]["spec"]["securityContext"]
     assert sc["runAsNonRoot"] and str(sc["runAsUser"]) == users[-1].split(":")[0]
+
+
+# --- the compose command lines, run ---------------------------------------------------------------
+
+COMPOSE_DEFAULT = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: str) -> str:
+    """Compose's ``${VAR:-default}`` as `docker compose` resolves it with ``VAR`` unset."""
+    return COMPOSE_DEFAULT.sub(lambda m: m.group(2) or "", value)
+
+
+class Local:
+    """Where each compose service's host:port is reachable here (only loopback addresses)."""
+
+    def __init__(self, redis_url: str, otlp_endpoint: str) -> None:
+        self.api_port = free_port()
+        self.metrics_port = free_port()
+        self.netloc = {
+            "redis": urlsplit(redis_url).netloc,
+            "jaeger": urlsplit(otlp_endpoint).netloc,
+            "mock-api": f"127.0.0.1:{self.api_port}",
+        }
+
+    def url(self, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme and parts.hostname in self.netloc:
+            return parts._replace(netloc=self.netloc[parts.hostname]).geturl()
+        return value
+
+    def env(self, svc: dict[str, Any]) -> dict[str, str]:
+        """The service's environment as compose gives it, mapped to local addresses; nothing else of ours."""
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ROUTEQ_", "OTEL_", "ANTHROPIC_")) and k != "REDIS_URL"
+        }
+        for k, v in (svc.get("environment") or {}).items():
+            base[k] = self.url(interpolate(str(v)))
+        if "ROUTEQ_METRICS_PORT" in base:
+            base["ROUTEQ_METRICS_PORT"] = str(self.metrics_port)  # 9464 may be taken on this machine
+        return base
+
+
+def volume_source(svc: dict[str, Any], target: str) -> Path:
+    for v in svc.get("volumes", []):
+        src, _, rest = interpolate(str(v)).partition(":")
+        if rest.split(":")[0] == target:
+            return (DEPLOY / src).resolve()  # relative paths are relative to the compose file
+    raise AssertionError(f"no volume mounted at {target}")
+
+
+async def status_of(redis_url: str, batch: str) -> dict[str, Any]:
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    try:
+        return await batch_status(redis, s.keys, batch)
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.integration
+def test_compose_commands_run_against_real_processes(redis_url: str, otlp_receiver: OtlpReceiver) -> None:
+    services = compose()["services"]
+    local = Local(redis_url, otlp_receiver.endpoint)
+    # Like the image, the worker needs the shipped router model unless the learned router is turned off.
+    worker_env = local.env(services["worker"])
+    if worker_env.get("ROUTEQ_LEARNED_ROUTER", "true").lower() not in {"0", "false", "no", "off"}:
+        assert (ROOT / "worker" / "data" / "router_model.json").exists(), (
+            "worker/data/router_model.json is not shipped: the image's worker would exit at start "
+            "(ROUTEQ_LEARNED_ROUTER defaults to true)"
+        )
+
+    # The stand-in, with its compose command line; bound to loopback here instead of 0.0.0.0.
+    mock = [str(a) for a in services["mock-api"]["command"]]
+    mock[mock.index("--host") + 1] = "127.0.0.1"
+    mock[mock.index("--port") + 1] = str(local.api_port)
+    check_argv(mock)
+    api = Child(
+        subprocess.Popen(routeq_cmd(*mock), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), "mock"
+    )
+    try:
+        wait_port(local.api_port, proc=api.proc)
+
+        # The one-shot producer, with its command line and its mounted corpus.
+        producer = services["producer"]
+        corpus = volume_source(producer, "/corpus")
+        argv = [str(corpus) if a == "/corpus" else str(a) for a in producer["command"]]
+        enq = check_argv(argv)
+        docs = sorted(p for p in corpus.iterdir() if p.suffix in {".txt", ".md"})
+        assert docs, f"{corpus}: the default CORPUS has no documents"
+        p = subprocess.run(
+            routeq_cmd(*argv), env=local.env(producer), capture_output=True, text=True, timeout=60
+        )
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert p.stdout.strip() == enq.batch
+
+        # The worker, with its command line plus --burst so it exits once the queues are empty.
+        argv = [*map(str, services["worker"]["command"]), "--burst"]
+        check_argv(argv)
+        w = subprocess.run(routeq_cmd(*argv), env=worker_env, capture_output=True, text=True, timeout=90)
+        assert w.returncode == 0, w.stderr[-3000:]
+
+        counts = asyncio.run(status_of(redis_url, enq.batch))
+        assert counts["enqueued"] == counts["done"] == len(docs) and counts["pending"] == 0, counts
+        assert api_stats(f"http://127.0.0.1:{local.api_port}")["models"], "the stand-in served no call"
+        # Both compose services' OTEL settings reached the (local) collector under their service names.
+        services_seen = {s["service"] for s in otlp_receiver.spans()}
+        assert {"routeq-producer", "routeq-worker"} <= services_seen
+    finally:
+        api.stop()

@@ -9,12 +9,12 @@ import pytest
 from aiohttp import web
 from anthropic import AsyncAnthropic
 from opentelemetry.trace import get_current_span
-from otlp_receiver import OtlpReceiver, Spans, by_name, otlp_receiver
 
 from jobs import telemetry
 from jobs.contract import Job, TaskType
 from jobs.results import RouteRecord, Usage
 from jobs.tiers import Tier
+from tests.otlp_receiver import OtlpReceiver, Spans, by_name, otlp_receiver
 from worker import tracing
 
 __all__ = ["otlp_receiver"]  # the fixture, re-exported so pytest finds it
@@ -163,10 +163,12 @@ def test_extract_gives_the_producer_trace(traced: OtlpReceiver) -> None:
     assert tracing.producer_link({"traceparent": "garbage"}) is None
 
 
-def test_producer_to_worker_one_trace_per_job_linked_to_enqueue(traced: OtlpReceiver) -> None:
-    with telemetry.enqueue_span("b1", 3, queue=QUEUE, tenant="acme"):
-        carrier = telemetry.inject_context()  # once per enqueue call, shared by its jobs
-    jobs = [make_job(i, carrier) for i in range(3)]
+def test_producer_to_worker_one_trace_per_chunk(traced: OtlpReceiver) -> None:
+    with (
+        telemetry.enqueue_span("b1", 3, queue=QUEUE, tenant="acme"),
+        telemetry.chunk_span("b1", 3, QUEUE) as carrier,  # once per chunk, shared by its jobs
+    ):
+        jobs = [make_job(i, carrier) for i in range(3)]
     for job in jobs:
         run_attempt(job)
     flush()
@@ -174,12 +176,15 @@ def test_producer_to_worker_one_trace_per_job_linked_to_enqueue(traced: OtlpRece
 
     (send,) = by_name(spans, f"send {QUEUE}")
     assert send["kind"] == "PRODUCER" and send["attributes"]["messaging.batch.message_count"] == 3
+    (create,) = by_name(spans, f"create {QUEUE}")
+    assert create["parent"] is None  # the chunk starts a trace, linked to the enqueue call's span
+    (link,) = create["links"]
+    assert (link["trace_id"], link["span_id"]) == (send["trace_id"], send["span_id"])
     attempts = by_name(spans, tracing.attempt_span_name(QUEUE))
     assert len(attempts) == 3
-    assert len({a["trace_id"] for a in attempts}) == 3  # a trace per job, not one for the batch
+    assert {a["trace_id"] for a in attempts} == {create["trace_id"]}  # one trace per chunk
     for a in attempts:
-        assert a["kind"] == "CONSUMER" and a["parent"] is None
-        assert [(ln["trace_id"], ln["span_id"]) for ln in a["links"]] == [(send["trace_id"], send["span_id"])]
+        assert a["kind"] == "CONSUMER" and a["parent"] == create["span_id"] and not a["links"]
         attrs = a["attributes"]
         assert (
             attrs["routeq.job_id"].startswith("j") and attrs["messaging.message.id"] == attrs["routeq.job_id"]
@@ -209,8 +214,8 @@ def test_one_job_producer_span(traced: OtlpReceiver) -> None:
     (create,) = by_name(spans, f"create {QUEUE}")
     (attempt,) = by_name(spans, tracing.attempt_span_name(QUEUE))
     assert create["kind"] == "PRODUCER" and create["attributes"]["routeq.job_id"] == "j7"
-    assert attempt["links"][0]["span_id"] == create["span_id"]
-    assert attempt["links"][0]["trace_id"] == create["trace_id"]
+    assert attempt["parent"] == create["span_id"]
+    assert attempt["trace_id"] == create["trace_id"]
 
 
 def test_job_without_context_has_no_link(traced: OtlpReceiver) -> None:

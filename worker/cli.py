@@ -101,10 +101,16 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
         if args.tag:
             defaults["tags"] = tags
         items = sources.read_jsonl(path, defaults)
+    from jobs import telemetry
+
     progress = Progress(sources.count_lines(path))
-    res = await Producer(redis, settings).enqueue(
-        items, batch=args.batch, tenant=tags.get("tenant"), on_progress=progress
-    )
+    telemetry.setup_tracing("routeq-producer")  # no-op unless OTEL_* asks for an exporter
+    try:
+        res = await Producer(redis, settings).enqueue(
+            items, batch=args.batch, tenant=tags.get("tenant"), on_progress=progress
+        )
+    finally:
+        telemetry.shutdown_tracing()  # flush the producer's spans before the process exits
     progress.close()
     for r in res.rejected:
         print(r, file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from jobs import telemetry
 from jobs.connections import connect
 from jobs.producer import Producer
 from jobs.reports import batch_report, batch_status, iter_results, render_report
@@ -31,7 +32,12 @@ async def _drive(
     redis = await connect(settings)
     try:
         jobs = [parse_job(j) for j in corpus.generate(n_jobs)]
-        res = await Producer(redis, settings).enqueue(jobs, batch="demo-" + time.strftime("%Y%m%d-%H%M%S"))
+        telemetry.setup_tracing("routeq-producer")  # no-op unless OTEL_* asks for an exporter
+        try:
+            batch = "demo-" + time.strftime("%Y%m%d-%H%M%S")
+            res = await Producer(redis, settings).enqueue(jobs, batch=batch)
+        finally:
+            telemetry.shutdown_tracing()  # flush the producer's spans now; the workers export their own
         if not as_json:
             print(f"enqueued {res.enqueued} jobs as batch {res.batch}", flush=True)
         t0, deadline = time.monotonic(), time.monotonic() + timeout_s
