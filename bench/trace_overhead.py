@@ -7,7 +7,14 @@ time includes shutdown_tracing()'s flush (what the CLI pays before it exits).
 
 from __future__ import annotations
 
-import argparse, asyncio, json, os, statistics, subprocess, sys, time
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
 
 sys.path.insert(0, os.getcwd())
 from jobs import telemetry
