@@ -1,6 +1,6 @@
 """Cost of tracing on a 2 000-job enqueue: off vs on (OTLP/HTTP to a receiver in another process).
 
-Run: cd /work/main && .venv/bin/python /tmp/bench/trace_overhead.py [--jobs 2000] [--rounds 7]
+Run: .venv/bin/python bench/trace_overhead.py [--jobs 2000] [--rounds 7]
 Prints one JSON object. Each round enqueues the same jobs into a fresh batch, alternating off/on; the "on"
 time includes shutdown_tracing()'s flush (what the CLI pays before it exits).
 """
