@@ -89,7 +89,10 @@ def read_folder(
             continue
         try:
             yield Job(
-                task=task, prompt=prompt, system=system, documents=({"name": rel, "text": text},),  # type: ignore[arg-type]
+                task=task,
+                prompt=prompt,
+                system=system,
+                documents=({"name": rel, "text": text},),  # type: ignore[arg-type]
                 tags=tags,  # type: ignore[arg-type]
             )
         except ValidationError as e:

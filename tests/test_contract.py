@@ -39,14 +39,33 @@ def test_given_id_wins() -> None:
         ({"task": "poetry", "prompt": "x"}, "task"),
         ({"task": "qa", "prompt": "   "}, "prompt is empty"),
         ({"task": "qa", "prompt": 3}, "prompt"),
-        ({"task": "qa", "prompt": "x", "constraints": {"min_tier": "opus", "max_tier": "haiku"}}, "above max_tier"),
+        (
+            {"task": "qa", "prompt": "x", "constraints": {"min_tier": "opus", "max_tier": "haiku"}},
+            "above max_tier",
+        ),
         ({"task": "qa", "prompt": "x", "constraints": {"tier": "gpt"}}, "constraints.tier"),
-        ({"task": "qa", "prompt": "x", "constraints": {"tier": "opus", "max_tier": "sonnet"}}, "above max_tier"),
-        ({"task": "qa", "prompt": "x", "output": {"type": "json", "schema": {"type": "nope"}}}, "not a valid JSON Schema"),
-        ({"task": "qa", "prompt": "x", "output": {"type": "text", "schema": {"type": "object"}}}, 'needs type "json"'),
+        (
+            {"task": "qa", "prompt": "x", "constraints": {"tier": "opus", "max_tier": "sonnet"}},
+            "above max_tier",
+        ),
+        (
+            {"task": "qa", "prompt": "x", "output": {"type": "json", "schema": {"type": "nope"}}},
+            "not a valid JSON Schema",
+        ),
+        (
+            {"task": "qa", "prompt": "x", "output": {"type": "text", "schema": {"type": "object"}}},
+            'needs type "json"',
+        ),
         ({"task": "qa", "prompt": "x", "max_output_tokens": 0}, "max_output_tokens"),
         ({"task": "qa", "prompt": "x", "documents": [{"name": "a", "text": ""}]}, "documents.0.text"),
-        ({"task": "qa", "prompt": "x", "documents": [{"name": "a", "text": "1"}, {"name": "a", "text": "2"}]}, "distinct"),
+        (
+            {
+                "task": "qa",
+                "prompt": "x",
+                "documents": [{"name": "a", "text": "1"}, {"name": "a", "text": "2"}],
+            },
+            "distinct",
+        ),
         ({"task": "qa", "prompt": "x", "colour": "red"}, "colour: unknown field"),
         ({"task": "qa", "prompt": "x", "tags": {"tenant": "a b"}}, "tags.tenant"),
     ],
@@ -59,7 +78,12 @@ def test_invalid_jobs_name_the_problem(data: dict[str, object], fragment: str) -
 
 def test_wire_round_trip() -> None:
     j = Job.model_validate(
-        {"task": "extract", "prompt": "p", "documents": [{"name": "d", "text": "t"}],
-         "output": {"type": "json", "schema": {"type": "object"}}, "tags": {"tenant": "t1", "labels": {"k": "v"}}}
+        {
+            "task": "extract",
+            "prompt": "p",
+            "documents": [{"name": "d", "text": "t"}],
+            "output": {"type": "json", "schema": {"type": "object"}},
+            "tags": {"tenant": "t1", "labels": {"k": "v"}},
+        }
     ).with_ids("b")
     assert Job.from_wire(j.to_wire()) == j

@@ -19,7 +19,9 @@ def test_task_type_sets_the_base() -> None:
 
 def test_signals_move_the_tier_up() -> None:
     plain = decide(job(task="qa", prompt="Tell me about Paris."))
-    cued = decide(job(task="qa", prompt="Analyze and compare, step by step, why the proof fails; justify it."))
+    cued = decide(
+        job(task="qa", prompt="Analyze and compare, step by step, why the proof fails; justify it.")
+    )
     assert cued.score > plain.score
     assert cued.tier.rank > plain.tier.rank
     assert "reasoning cues" in cued.reason

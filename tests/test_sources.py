@@ -38,10 +38,19 @@ def test_folder_makes_one_job_per_document(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("  ")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe")
     (tmp_path / "image.png").write_bytes(b"\x89PNG")
-    items = list(read_folder(tmp_path, task=TaskType.summarize, prompt="Summarise", system="Be brief",
-                             tags={"tenant": "t1", "labels": {"k": "v"}}))
+    items = list(
+        read_folder(
+            tmp_path,
+            task=TaskType.summarize,
+            prompt="Summarise",
+            system="Be brief",
+            tags={"tenant": "t1", "labels": {"k": "v"}},
+        )
+    )
     jobs = [i for i in items if isinstance(i, Job)]
     rejected = {r.where: r.reason for r in items if isinstance(r, Rejected)}
     assert sorted(j.documents[0].name for j in jobs) == ["a.md", "sub/b.txt"]
-    assert all(j.task is TaskType.summarize and j.system == "Be brief" and j.tags.tenant == "t1" for j in jobs)
+    assert all(
+        j.task is TaskType.summarize and j.system == "Be brief" and j.tags.tenant == "t1" for j in jobs
+    )
     assert rejected == {"bin.txt": "invalid UTF-8 at byte 0", "empty.txt": "document is empty"}

@@ -112,8 +112,13 @@ def decide(job: Job, learned_score: float | None = None, thresholds: Thresholds 
     c = job.constraints
     if c.tier is not None:
         return RouteRecord(
-            tier=c.tier, base_tier=c.tier, score=round(score, 4), learned_score=learned_score,
-            reason=f"pinned to {c.tier.value} by the job", signals=sig, bounds=(c.tier, c.tier),
+            tier=c.tier,
+            base_tier=c.tier,
+            score=round(score, 4),
+            learned_score=learned_score,
+            reason=f"pinned to {c.tier.value} by the job",
+            signals=sig,
+            bounds=(c.tier, c.tier),
         )
     # The task frame intersected with the job's constraints; when they do not overlap the constraints
     # win, since the user knows their job.
@@ -134,6 +139,11 @@ def decide(job: Job, learned_score: float | None = None, thresholds: Thresholds 
     tier = TIER_ORDER[min(max(wanted.rank, lo.rank), hi.rank)]
     bounded = "" if tier == wanted else f", bounded to {lo.value}..{hi.value}"
     return RouteRecord(
-        tier=tier, base_tier=base, score=round(score, 4), learned_score=learned_score,
-        reason=f"{source}{bounded} ({'; '.join(why)})", signals=sig, bounds=(lo, hi),
+        tier=tier,
+        base_tier=base,
+        score=round(score, 4),
+        learned_score=learned_score,
+        reason=f"{source}{bounded} ({'; '.join(why)})",
+        signals=sig,
+        bounds=(lo, hi),
     )
