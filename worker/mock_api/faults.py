@@ -25,6 +25,10 @@ FAULT_KINDS: tuple[str, ...] = (
     "504",
     "timeout",
     "reset",
+    # Non-retryable client errors (appended last so existing specs draw exactly as before).
+    "400",
+    "401",
+    "403",
 )
 SLOW = "slow"
 _ALL_KINDS = frozenset((*FAULT_KINDS, SLOW))

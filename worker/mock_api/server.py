@@ -30,6 +30,9 @@ _FAULT_ERRORS: dict[str, tuple[int, str]] = {
     "500": (500, "Internal server error"),
     "503": (503, "Service unavailable"),
     "504": (504, "Request timed out"),
+    "400": (400, "messages: injected invalid request"),
+    "401": (401, "invalid x-api-key"),
+    "403": (403, "Your API key does not have permission to use the specified resource."),
 }
 _SPEND_MESSAGE = (
     "You have reached your specified workspace API usage limits. "
