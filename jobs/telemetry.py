@@ -14,7 +14,7 @@ chunk carries that span's context in ``Job.trace_context`` (one ``inject_context
 per job), and the worker's CONSUMER attempt spans are its children: one trace id runs from enqueue through
 each attempt to the model call. Why not a PRODUCER span per job: each exported span costs the producer
 ~0.5 ms of CPU here (span + protobuf encoding in the export thread, same GIL), i.e. ~50 s for a 100k-job
-enqueue instead of ~0 (measured; see docs/fleet.md). Why not one trace per batch: a 100k-job batch would be
+enqueue instead of ~0 (measured; README, "Tracing"). Why not one trace per batch: a 100k-job batch would be
 one trace of ~500k spans and head sampling all-or-nothing; a chunk keeps traces at a few thousand spans
 and ``OTEL_TRACES_SAMPLER=traceidratio`` samples chunks. ``job_span`` gives a per-job PRODUCER span for
 producers that enqueue one job at a time.

@@ -44,7 +44,6 @@ __all__ = ["otlp_receiver"]  # the fixture, re-exported so pytest finds it
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-FLEET_DOC = ROOT / "docs" / "fleet.md"
 README = ROOT / "README.md"
 
 NON_PREFIXED_VARS = {"REDIS_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"}
@@ -144,7 +143,7 @@ def all_argvs() -> list[tuple[str, list[str]]]:
         out.append((f"k8s:{c['name']}", [str(a) for a in [*command, *args]]))
     (cmd,) = [exec_form(i) for i in dockerfile_instructions() if i.startswith("CMD ")]
     out.append(("Dockerfile:CMD", cmd))
-    for where, doc in (("docs", FLEET_DOC), ("README", README)):
+    for where, doc in (("README", README),):
         for line in shell_lines(doc):
             # `routeq ...`, `.venv/bin/routeq ...`, `docker compose exec worker routeq ...`
             m = re.match(r"^(?:.*\s)?(?:\S*/)?routeq\s+([a-z].*)$", line)
@@ -278,10 +277,7 @@ def test_every_env_var_is_known(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_documented_variable_is_a_setting() -> None:
     named = {
-        v
-        for doc in (README, FLEET_DOC)
-        if doc.exists()
-        for v in re.findall(r"\bROUTEQ_[A-Z0-9_]*[A-Z0-9]\b(?!__|<)", doc.read_text())
+        v for doc in (README,) for v in re.findall(r"\bROUTEQ_[A-Z0-9_]*[A-Z0-9]\b(?!__|<)", doc.read_text())
     }
     assert "ROUTEQ_METRICS_PORT" in named
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
@@ -290,7 +286,7 @@ def test_every_documented_variable_is_a_setting() -> None:
 
 
 def test_no_real_secret_in_deploy_files() -> None:
-    files = [p for p in DEPLOY.rglob("*") if p.is_file()] + ([FLEET_DOC] if FLEET_DOC.exists() else [])
+    files = [p for p in DEPLOY.rglob("*") if p.is_file()] + [README]
     key_like = re.compile(r"sk-ant-(api|admin)\d\d-[A-Za-z0-9_-]{20,}")
     for p in files:
         assert not key_like.search(p.read_text(errors="replace")), f"{p}: looks like a real API key"
