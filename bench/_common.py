@@ -1,0 +1,236 @@
+"""Shared helpers for the benchmarks in bench/ (scripts run by hand, loopback only).
+
+Small and stable on purpose; other bench scripts import it::
+
+    with Procs() as procs:
+        redis = procs.redis()                               # EmbeddedRedis on a free port
+        api_url = procs.api("--latency-ms", "200")          # the stand-in Messages API
+        procs.workers(4, worker_env(redis.url, api_url, ROUTEQ_LEARNED_ROUTER="false"))
+        await wait_workers(client, settings, 4)
+        ...
+        print(emit({...}))
+
+Everything started through :class:`Procs` is stopped at exit (SIGTERM, then SIGKILL), also on errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python bench/NAME.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from redis.asyncio import Redis  # noqa: E402
+
+from jobs.reports import batch_status  # noqa: E402
+from jobs.settings import Settings  # noqa: E402
+from worker.embedded import Child, EmbeddedRedis, start_mock_api, start_workers  # noqa: E402
+
+
+def worker_env(redis_url: str, api_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a worker process: this one without ROUTEQ_/OTEL_ variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTEQ_", "OTEL_"))}
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "ANTHROPIC_BASE_URL": api_url,
+            "ANTHROPIC_API_KEY": "sk-bench",
+            "ANTHROPIC_OPEN_TELEMETRY": "false",
+            "ROUTEQ_POLL_DELAY_S": "0.05",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def api_config(models: dict[str, dict[str, Any]]) -> str:
+    """A stand-in config file (``--config``) with per-model settings; returns its path."""
+    fd, path = tempfile.mkstemp(prefix="routeq-bench-api-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"models": models}, f)
+    return path
+
+
+class Procs:
+    """Owns every child process a benchmark starts; stops them all on exit."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+        self._redis: list[EmbeddedRedis] = []
+        self._files: list[str] = []
+
+    def redis(self) -> EmbeddedRedis:
+        r = EmbeddedRedis().start()
+        self._redis.append(r)
+        return r
+
+    def api(self, *args: str) -> str:
+        url, child = start_mock_api(*args)
+        self.children.append(child)
+        return url
+
+    def workers(self, n: int, env: dict[str, str], *args: str) -> list[Child]:
+        got = start_workers(n, env, *args)
+        self.children.extend(got)
+        return got
+
+    def spawn(self, argv: list[str], env: dict[str, str] | None = None, name: str = "child") -> Child:
+        import subprocess
+
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = Child(proc, name)
+        self.children.append(child)
+        return child
+
+    def temp_file(self, path: str) -> str:
+        self._files.append(path)
+        return path
+
+    def stop_children(self, children: list[Child] | None = None, timeout: float = 15.0) -> None:
+        for c in children if children is not None else list(self.children):
+            c.stop(timeout)
+
+    def close(self) -> None:
+        for c in reversed(self.children):
+            try:
+                c.stop(15.0)
+            except Exception:  # best effort: kill whatever is left
+                if c.proc.poll() is None:
+                    c.proc.kill()
+        for r in self._redis:
+            r.stop()
+        for f in self._files:
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def settings_for(redis_url: str, **kw: Any) -> Settings:
+    return Settings(_env_file=None, redis_url=redis_url, **kw)  # type: ignore[call-arg]
+
+
+async def wait_workers(redis: Redis, settings: Settings, n: int, timeout: float = 120.0) -> float:
+    """Wait until ``n`` worker processes are up (each TierGate subscribes to the limits channel)."""
+    t0 = time.monotonic()
+    while True:
+        got = await redis.pubsub_numsub(settings.keys.limits_channel)
+        if int(got[0][1]) >= n:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"only {got[0][1]} of {n} workers up after {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+async def wait_batch(
+    redis: Redis,
+    settings: Settings,
+    batch: str,
+    total: int,
+    timeout: float,
+    every: float = 0.1,
+    samples: list[tuple[float, int]] | None = None,
+) -> dict[str, Any]:
+    """Wait until ``total`` jobs of ``batch`` finished (done or failed) or ``timeout`` passed.
+
+    Returns the batch status plus ``elapsed_s`` (from the call) and ``complete``. With ``samples``,
+    appends (seconds since the call, finished count) at every poll, for steady-state rates.
+    """
+    t0 = time.monotonic()
+    while True:
+        st = await batch_status(redis, settings.keys, batch)
+        finished = int(st["done"]) + int(st["failed"])
+        now = time.monotonic() - t0
+        if samples is not None:
+            samples.append((now, finished))
+        if finished >= total or now > timeout:
+            return {**st, "elapsed_s": round(now, 3), "complete": finished >= total}
+        await asyncio.sleep(every)
+
+
+def steady_rate(samples: list[tuple[float, int]], total: int, lo: float = 0.1, hi: float = 0.9) -> float:
+    """Jobs/s between the moments ``lo`` and ``hi`` of ``total`` had finished (start-up and tail cut)."""
+    a = next(((t, n) for t, n in samples if n >= lo * total), None)
+    b = next(((t, n) for t, n in samples if n >= hi * total), None)
+    if a is None or b is None or b[0] <= a[0]:
+        if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
+            return (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
+        return 0.0
+    return (b[1] - a[1]) / (b[0] - a[0])
+
+
+def http_json(url: str, body: Any = None, timeout: float = 10.0) -> Any:
+    """GET (no body) or POST (JSON body) on the stand-in's control endpoints."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    req.add_header("content-type", "application/json")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read() or b"null")
+
+
+def api_stats(api_url: str) -> dict[str, Any]:
+    got: dict[str, Any] = http_json(f"{api_url}/_stats")
+    return got
+
+
+def api_reset(api_url: str) -> None:
+    http_json(f"{api_url}/_reset", {})
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process, in KiB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+async def command_counts(redis: Redis) -> dict[str, int]:
+    """Redis commands served so far, by command (``INFO commandstats``); diff two reads for a phase."""
+    info: dict[str, Any] = await redis.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+
+
+def per_job_commands(
+    before: dict[str, int], after: dict[str, int], jobs: int, top: int = 12
+) -> dict[str, Any]:
+    """Commands per job between two :func:`command_counts` reads: total and the most frequent."""
+    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    diff = {k: v for k, v in diff.items() if v > 0 and k != "info"}
+    top_items = sorted(diff.items(), key=lambda kv: -kv[1])[:top]
+    return {
+        "total": round(sum(diff.values()) / max(1, jobs), 2),
+        "by_command": {k: round(v / max(1, jobs), 2) for k, v in top_items},
+    }
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, in seconds (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def emit(obj: dict[str, Any]) -> str:
+    """The one JSON object a benchmark prints."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=str)

@@ -1,0 +1,348 @@
+"""routeq's per-job overhead against bare arq, in one run.
+
+    .venv/bin/python bench/overhead.py [--jobs 2000] [--workers 2] [--poll-delay 0.05] [--profile-jobs 1000]
+
+(a) bare arq: ``arq.Worker`` processes running a no-op async function; jobs enqueued with
+    ``create_pool().enqueue_job`` in a loop. Same worker count, poll delay, ``max_jobs`` (routeq's intake
+    default, 64) and ``keep_result=0`` as routeq.
+(b) routeq: the same number of jobs through ``routeq worker`` processes (default settings: learned router,
+    limits, caching layout, results and aggregates) against the stand-in API at 0 latency; jobs enqueued
+    with the bulk ``Producer.enqueue``.
+
+Jobs are enqueued before the workers start; throughput is the steady-state rate between 10% and 90% of
+the jobs finished (process start-up excluded), and the whole-batch time is reported too. Then, unless
+``--profile-jobs 0``, one routeq worker runs under cProfile on a fresh batch and the top costs are listed
+(cumulative on-CPU time per pipeline stage; coroutine time counts only while running, not while awaiting).
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    ROOT,
+    Procs,
+    api_stats,
+    command_counts,
+    emit,
+    per_job_commands,
+    settings_for,
+    steady_rate,
+    wait_batch,
+    worker_env,
+)
+from redis.asyncio import Redis
+
+from jobs.contract import Job
+from jobs.producer import Producer
+
+ARQ_QUEUE = "bench:arq"
+INTAKE_MAX_JOBS = 64
+
+
+# --- child modes ----------------------------------------------------------------------------------
+
+
+async def noop(ctx: dict[str, Any], i: int) -> None:
+    return None
+
+
+def run_arq_worker(url: str, poll_delay: float) -> None:
+    from arq.connections import RedisSettings
+    from arq.worker import Worker
+
+    async def main() -> None:
+        w = Worker(
+            [noop],
+            queue_name=ARQ_QUEUE,
+            redis_settings=RedisSettings.from_dsn(url),
+            poll_delay=poll_delay,
+            max_jobs=INTAKE_MAX_JOBS,
+            keep_result=0,
+            log_results=False,
+            handle_signals=True,
+        )
+        await w.async_run()
+
+    import contextlib
+
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(main())
+
+
+def run_profiled_worker(out: str) -> None:
+    import worker.app  # noqa: F401  (imports are start-up, not per-job cost: keep them out)
+    from worker import cli
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        cli.main(["worker"])
+    finally:
+        prof.disable()
+        prof.dump_stats(out)
+
+
+# --- phases -----------------------------------------------------------------------------------------
+
+
+def make_jobs(n: int, tag: str) -> list[Job]:
+    tasks = ["classify", "extract", "summarize", "qa", "translate"]
+    return [
+        Job.model_validate({"task": tasks[i % len(tasks)], "prompt": f"{tag} ticket {i}: my order is late"})
+        for i in range(n)
+    ]
+
+
+async def arq_finished(redis: Redis, n: int) -> int:
+    left = 0
+    async for _ in redis.scan_iter(match="arq:job:*", count=5000):
+        left += 1
+    return n - left
+
+
+async def phase_arq(procs: Procs, url: str, n: int, workers: int, poll: float) -> dict[str, Any]:
+    from arq.connections import RedisSettings, create_pool
+
+    pool = await create_pool(RedisSettings.from_dsn(url))
+    t0 = time.perf_counter()
+    for i in range(n):
+        await pool.enqueue_job("noop", i, _queue_name=ARQ_QUEUE)
+    enqueue_s = time.perf_counter() - t0
+    await pool.aclose()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, __file__, "--_arq-worker", url, "--poll-delay", str(poll)]
+    redis = Redis.from_url(url)
+    cmds0 = await command_counts(redis)
+    kids = [procs.spawn(argv, env, f"arq-{i}") for i in range(workers)]
+    samples: list[tuple[float, int]] = []
+    t0 = time.monotonic()
+    first = None
+    while True:
+        done = await arq_finished(redis, n)
+        now = time.monotonic() - t0
+        samples.append((now, done))
+        if done > 0 and first is None:
+            first = now
+        if done >= n or now > 300:
+            break
+        await asyncio.sleep(0.05)
+    cmds = per_job_commands(cmds0, await command_counts(redis), n)
+    procs.stop_children(kids)
+    await redis.flushall()
+    await redis.aclose()
+    return {
+        "enqueue_s": round(enqueue_s, 3),
+        "enqueue_jobs_per_s": round(n / enqueue_s, 1),
+        "jobs_per_s_steady": round(steady_rate(samples, n), 1),
+        "batch_s_from_first_done": round(samples[-1][0] - (first or 0.0), 3),
+        "finished": samples[-1][1],
+        "redis_commands_per_job": cmds,
+    }
+
+
+async def phase_enqueue(url: str, n: int, reps: int) -> dict[str, Any]:
+    """Enqueue alone, best of ``reps`` each (no workers running): arq's loop vs routeq's bulk producer."""
+    from arq.connections import RedisSettings, create_pool
+
+    s = settings_for(url)
+    redis = Redis.from_url(url)
+    pool = await create_pool(RedisSettings.from_dsn(url))
+    jobs = make_jobs(n, "enq")
+    arq_t, rq_t = [], []
+    for rep in range(reps):
+        await redis.flushall()
+        t0 = time.perf_counter()
+        for i in range(n):
+            await pool.enqueue_job("noop", i, _queue_name=ARQ_QUEUE)
+        arq_t.append(time.perf_counter() - t0)
+        await redis.flushall()
+        t0 = time.perf_counter()
+        await Producer(redis, s).enqueue(jobs, batch=f"enq{rep}")
+        rq_t.append(time.perf_counter() - t0)
+    await redis.flushall()
+    await pool.aclose()
+    await redis.aclose()
+    return {
+        "reps": reps,
+        "arq_loop_s": [round(t, 3) for t in arq_t],
+        "routeq_bulk_s": [round(t, 3) for t in rq_t],
+        "speedup_best_of": round(min(arq_t) / min(rq_t), 1),
+    }
+
+
+async def phase_routeq(
+    procs: Procs, url: str, api_url: str, n: int, workers: int, poll: float
+) -> dict[str, Any]:
+    s = settings_for(url)
+    redis = Redis.from_url(url)
+    jobs = make_jobs(n, "ovh")
+    t0 = time.perf_counter()
+    res = await Producer(redis, s).enqueue(jobs, batch="ovh")
+    enqueue_s = time.perf_counter() - t0
+    before = api_stats(api_url)
+    cmds0 = await command_counts(redis)
+    env = worker_env(url, api_url, ROUTEQ_POLL_DELAY_S=str(poll))
+    kids = procs.workers(workers, env)
+    samples: list[tuple[float, int]] = []
+    st = await wait_batch(redis, s, "ovh", res.enqueued, timeout=600, every=0.05, samples=samples)
+    first = next((t for t, d in samples if d > 0), 0.0)
+    cmds = per_job_commands(cmds0, await command_counts(redis), n)
+    stats = api_stats(api_url)
+    requests = sum(m["requests"] for m in stats["models"].values()) - sum(
+        m["requests"] for m in before["models"].values()
+    )
+    procs.stop_children(kids)
+    await redis.flushall()
+    await redis.aclose()
+    return {
+        "enqueue_s": round(enqueue_s, 3),
+        "enqueue_jobs_per_s": round(n / enqueue_s, 1),
+        "jobs_per_s_steady": round(steady_rate(samples, n), 1),
+        "batch_s_from_first_done": round(st["elapsed_s"] - first, 3),
+        "done": st["done"],
+        "failed": st["failed"],
+        "api_requests": requests,
+        "api_max_in_flight": {k: v["max_in_flight"] for k, v in stats["models"].items()},
+        "redis_commands_per_job": cmds,
+    }
+
+
+def top_costs(path: str, n: int = 15) -> dict[str, Any]:
+    st = pstats.Stats(path)
+    raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, fn), (_cc, nc, tt, ct, _callers) in raw.items():
+        rows.append((file, line, fn, nc, tt, ct))
+
+    def label(r: tuple[Any, ...]) -> str:
+        f = str(r[0])
+        for marker in ("/site-packages/", "/work/main/", "/lib/python3.11/"):
+            if marker in f:
+                f = f.split(marker, 1)[1]
+        return f"{f}:{r[1]}({r[2]})"
+
+    total = sum(r[4] for r in rows)
+    by_tt = sorted(rows, key=lambda r: -r[4])[:n]
+    stages = {}
+    wanted = {
+        "worker/pipeline.py": (
+            "process_job",
+            "run",
+            "route",
+            "loop",
+            "plan",
+            "admit",
+            "call",
+            "save",
+            "finish_done",
+            "park",
+            "_parse",
+        ),
+        "worker/store.py": ("is_done", "load_attempts", "save_attempt", "record"),
+        "worker/limits.py": ("try_admit", "admit", "_settle_and_release", "_buckets"),
+        "worker/llm.py": ("call",),
+        "worker/tracing.py": ("attempt_span", "genai_span", "record_genai_result"),
+        "arq/worker.py": ("run_job", "finish_job", "start_jobs", "_poll_iteration"),
+        "worker/scorer.py": ("score",),
+        "jobs/contract.py": ("from_wire",),
+    }
+    for r in rows:
+        for suffix, fns in wanted.items():
+            if str(r[0]).endswith(suffix) and r[2] in fns:
+                stages[label(r)] = {"calls": r[3], "cum_s": round(r[5], 3)}
+    return {
+        "total_cpu_s": round(total, 2),
+        "top_tottime": [{"fn": label(r), "calls": r[3], "self_s": round(r[4], 3)} for r in by_tt],
+        "stages_cumulative": dict(sorted(stages.items(), key=lambda kv: -kv[1]["cum_s"])),
+    }
+
+
+async def phase_profile(
+    procs: Procs, url: str, api_url: str, n: int, poll: float, keep: str | None
+) -> dict[str, Any]:
+    s = settings_for(url)
+    redis = Redis.from_url(url)
+    res = await Producer(redis, s).enqueue(make_jobs(n, "prof"), batch="prof")
+    if keep:
+        out = keep
+        Path(out).unlink(missing_ok=True)
+    else:
+        fd, out = tempfile.mkstemp(prefix="routeq-prof-", suffix=".pstats")
+        os.close(fd)
+        os.unlink(out)
+        procs.temp_file(out)
+    # written by the child at exit; its presence means the profile is complete
+    env = worker_env(url, api_url, ROUTEQ_POLL_DELAY_S=str(poll))
+    kid = procs.spawn([sys.executable, __file__, "--_profiled-worker", out], env, "profiled")
+    st = await wait_batch(redis, s, "prof", res.enqueued, timeout=600, every=0.1)
+    procs.stop_children([kid], timeout=60)
+    await redis.flushall()
+    await redis.aclose()
+    if not Path(out).exists():
+        return {"error": "profile not written"}
+    return {"jobs": st["done"], "elapsed_s": st["elapsed_s"], **top_costs(out)}
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    with Procs() as procs:
+        r = procs.redis()
+        api_url = procs.api("--latency-ms", "0")
+        enq_only = await phase_enqueue(r.url, args.jobs, args.enqueue_reps)
+        arq_res = await phase_arq(procs, r.url, args.jobs, args.workers, args.poll_delay)
+        rq = await phase_routeq(procs, r.url, api_url, args.jobs, args.workers, args.poll_delay)
+        prof = None
+        if args.profile_jobs:
+            prof = await phase_profile(
+                procs, r.url, api_url, args.profile_jobs, args.poll_delay, args.profile_out
+            )
+    ratio = rq["jobs_per_s_steady"] / arq_res["jobs_per_s_steady"] if arq_res["jobs_per_s_steady"] else None
+    enq = arq_res["enqueue_s"] / rq["enqueue_s"] if rq["enqueue_s"] else None
+    return {
+        "bench": "overhead",
+        "jobs": args.jobs,
+        "workers": args.workers,
+        "poll_delay_s": args.poll_delay,
+        "arq_noop": arq_res,
+        "routeq": rq,
+        "throughput_ratio_routeq_over_arq": round(ratio, 3) if ratio else None,
+        "throughput_target": 0.8,
+        "enqueue_speedup_bulk_over_arq_loop": round(enq, 1) if enq else None,
+        "enqueue_only": enq_only,
+        "enqueue_target": 10,
+        "profile_one_worker": prof,
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--_arq-worker":
+        p = argparse.ArgumentParser()
+        p.add_argument("--_arq-worker", dest="url")
+        p.add_argument("--poll-delay", type=float)
+        a = p.parse_args()
+        run_arq_worker(a.url, a.poll_delay)
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--_profiled-worker":
+        run_profiled_worker(sys.argv[2])
+        sys.exit(0)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--poll-delay", type=float, default=0.05)
+    ap.add_argument("--profile-jobs", type=int, default=1000)
+    ap.add_argument("--enqueue-reps", type=int, default=3)
+    ap.add_argument("--profile-out", help="keep the worker's pstats file here (default: a temp file)")
+    print(emit(asyncio.run(main(ap.parse_args()))))
