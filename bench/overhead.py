@@ -155,19 +155,27 @@ async def phase_arq(procs: Procs, url: str, n: int, workers: int, poll: float) -
 
 
 async def phase_enqueue(url: str, n: int, reps: int) -> dict[str, Any]:
-    """Enqueue alone, best of ``reps`` each (no workers running): arq's loop vs routeq's bulk producer."""
+    """Enqueue alone, best of ``reps`` each (no workers running): arq's loop vs routeq's bulk producer.
+
+    Both enqueue the same jobs (the contract's wire form, orjson-serialized): what a bare-arq user would
+    send for this work, so the ratio measures the enqueue path, not payload size.
+    """
     from arq.connections import RedisSettings, create_pool
+
+    from jobs.serialization import deserialize, serialize
 
     s = settings_for(url)
     redis = Redis.from_url(url)
-    pool = await create_pool(RedisSettings.from_dsn(url))
+    pool = await create_pool(
+        RedisSettings.from_dsn(url), job_serializer=serialize, job_deserializer=deserialize
+    )
     jobs = make_jobs(n, "enq")
     arq_t, rq_t = [], []
     for rep in range(reps):
         await redis.flushall()
         t0 = time.perf_counter()
-        for i in range(n):
-            await pool.enqueue_job("noop", i, _queue_name=ARQ_QUEUE)
+        for job in jobs:
+            await pool.enqueue_job("process_job", job.to_wire(), _queue_name=ARQ_QUEUE)
         arq_t.append(time.perf_counter() - t0)
         await redis.flushall()
         t0 = time.perf_counter()

@@ -159,6 +159,19 @@ class Job(_Strict):
         placed = self.model_copy(update={"tags": tags})
         return placed.model_copy(update={"id": placed.job_id})
 
+    def placed_wire(self, batch: str, tenant: str | None = None) -> dict[str, Any]:
+        """``with_ids(batch, tenant).to_wire()`` in one dump: the bulk producer's hot path."""
+        wire = self.model_dump(mode="json", by_alias=True)
+        tags = wire["tags"]
+        tags["batch"] = tags["batch"] or batch
+        if tenant:
+            tags["tenant"] = tenant
+        if wire["id"] is None:
+            body = {k: v for k, v in wire.items() if k not in ("id", "trace_context")}
+            digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+            wire["id"] = "j" + digest[:31]
+        return wire
+
     # -- wire -----------------------------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_defaults=False)

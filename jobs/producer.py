@@ -22,7 +22,7 @@ from jobs.contract import Job
 from jobs.keys import JOB_FUNCTION
 from jobs.serialization import arq_job_payload
 from jobs.settings import Settings
-from jobs.tiers import TIER_ORDER
+from jobs.tiers import TIER_ORDER, Tier
 
 ARQ_JOB_PREFIX = "arq:job:"
 CHUNK = 500
@@ -53,16 +53,21 @@ class TooLarge(ValueError):
     pass
 
 
-def check_fits(job: Job, settings: Settings) -> None:
+def largest_window(settings: Settings, low: Tier, high: Tier) -> tuple[int, Tier]:
+    """The largest context window among the tiers a job may use, and its tier."""
+    allowed = [t for t in TIER_ORDER if low.rank <= t.rank <= high.rank]
+    best = max(allowed, key=lambda t: settings.spec_for(t).context_window)
+    return settings.spec_for(best).context_window, best
+
+
+def check_fits(job: Job, settings: Settings, window: tuple[int, Tier] | None = None) -> None:
     """Refuse a job no allowed tier's model can take (prompt + output over its context window)."""
-    allowed = [t for t in TIER_ORDER if job.constraints.low.rank <= t.rank <= job.constraints.high.rank]
+    size, best = window or largest_window(settings, job.constraints.low, job.constraints.high)
     need = job.estimated_input_tokens() + job.max_output_tokens
-    windows = {t: settings.spec_for(t).context_window for t in allowed}
-    if need > max(windows.values()):
-        best = max(windows, key=lambda t: windows[t])
+    if need > size:
         raise TooLarge(
             f"documents too large: ~{need} tokens (prompt + max_output_tokens) exceed the "
-            f"{windows[best]}-token context window of {settings.model_for(best)} ({best.value})"
+            f"{size}-token context window of {settings.model_for(best)} ({best.value})"
         )
 
 
@@ -90,19 +95,23 @@ class Producer:
         """Enqueue the valid jobs; other items (e.g. ``sources.Rejected``) are counted as rejected."""
         result = EnqueueResult(batch=batch or new_batch_id())
         with telemetry.enqueue_span(result.batch, 0, queue=self.keys.intake_queue, tenant=tenant) as span:
-            chunk: list[Job] = []
+            chunk: list[tuple[Job, dict[str, Any]]] = []
+            windows: dict[tuple[Tier, Tier], tuple[int, Tier]] = {}
             seen = 0
             for item in jobs:
                 seen += 1
                 if not isinstance(item, Job):
                     result.rejected.append(str(item))
                     continue
+                bounds = (item.constraints.low, item.constraints.high)
+                if bounds not in windows:
+                    windows[bounds] = largest_window(self.settings, *bounds)
                 try:
-                    check_fits(item, self.settings)
+                    check_fits(item, self.settings, windows[bounds])
                 except TooLarge as e:
                     result.rejected.append(f"{seen}: {e}")
                     continue
-                chunk.append(item.with_ids(result.batch, tenant))
+                chunk.append((item, item.placed_wire(result.batch, tenant)))
                 if len(chunk) >= CHUNK:
                     await self._flush(chunk, result)
                     chunk = []
@@ -119,7 +128,7 @@ class Producer:
             await aw(self.redis.hincrby(self.keys.batch_meta(result.batch), "rejected", len(result.rejected)))
         return result
 
-    async def _flush(self, chunk: list[Job], result: EnqueueResult) -> None:
+    async def _flush(self, chunk: list[tuple[Job, dict[str, Any]]], result: EnqueueResult) -> None:
         now_ms = int(time.time() * 1000)
         argv: list[Any] = [
             ARQ_JOB_PREFIX,
@@ -129,11 +138,10 @@ class Producer:
             (self.settings.job_expiry_s + self.settings.result_ttl_s) * 1000,
         ]
         with telemetry.chunk_span(result.batch, len(chunk), self.keys.intake_queue) as carrier:
-            for job in chunk:
-                wire = job.to_wire()
+            for _, wire in chunk:
                 if carrier:
                     wire["trace_context"] = carrier
-                argv.append(job.job_id)
+                argv.append(wire["id"])
                 argv.append(arq_job_payload(JOB_FUNCTION, [wire], {}, now_ms))
         keys = [
             self.keys.intake_queue,
@@ -143,10 +151,10 @@ class Producer:
         ]
         flags = await self._enqueue_script()(keys=keys, args=argv)
         shared: dict[str, int] = {}
-        for job, flag in zip(chunk, flags, strict=True):
+        for (job, wire), flag in zip(chunk, flags, strict=True):
             if int(flag):
                 result.enqueued += 1
-                result.job_ids.append(job.job_id)
+                result.job_ids.append(wire["id"])
                 for d in job.documents:
                     shared[d.content_key] = shared.get(d.content_key, 0) + 1
             else:

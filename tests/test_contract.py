@@ -87,3 +87,11 @@ def test_wire_round_trip() -> None:
         }
     ).with_ids("b")
     assert Job.from_wire(j.to_wire()) == j
+
+
+def test_placed_wire_matches_with_ids() -> None:
+    j = Job.model_validate({"task": "qa", "prompt": "p", "tags": {"labels": {"a": "b"}}})
+    for tenant in (None, "t9"):
+        assert j.placed_wire("b7", tenant) == j.with_ids("b7", tenant).to_wire()
+    given = Job.model_validate({"task": "qa", "prompt": "p", "id": "mine", "tags": {"batch": "own"}})
+    assert given.placed_wire("b7") == given.with_ids("b7").to_wire()
