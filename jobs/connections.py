@@ -31,7 +31,13 @@ def redis_settings(url: str) -> RedisSettings:
     rs.conn_retry_delay = 1
     rs.retry_on_timeout = True
     rs.retry_on_error = [ConnectionError, TimeoutError, BusyLoadingError]
-    rs.retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), RECONNECT_RETRIES)
+    # OSError too: redis-py 5.x opens a pool connection outside the command's retry, and its connect()
+    # retries only redis' own errors, so a refused connect (Redis restarting) would fail the command at once.
+    rs.retry = Retry(
+        ExponentialBackoff(cap=1.0, base=0.05),
+        RECONNECT_RETRIES,
+        supported_errors=(ConnectionError, TimeoutError, BusyLoadingError, OSError),  # type: ignore[arg-type]
+    )
     return rs
 
 

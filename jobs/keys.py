@@ -116,6 +116,20 @@ class Keys:
         """Hash {cap, spent, reserved} in pico-USD for scope tenant|batch."""
         return f"{self.prefix}:budget:{scope}:{name}"
 
+    # --- worker liveness (worker/recovery.py) -----------------------------------------------
+    @property
+    def recovery_owners(self) -> str:
+        """Set of owner tokens of worker processes that registered (live or not yet reaped)."""
+        return f"{self.prefix}:recovery:owners"
+
+    def recovery_alive(self, owner: str) -> str:
+        """Heartbeat of one worker process: a string with a short PX, refreshed by a thread."""
+        return f"{self.prefix}:recovery:alive:{owner}"
+
+    def recovery_running(self, owner: str) -> str:
+        """Set of arq job ids whose in-progress key this owner set (removed as arq finishes them)."""
+        return f"{self.prefix}:recovery:jobs:{owner}"
+
     # --- quality monitoring (worker/quality.py) -----------------------------------------------
     @property
     def quality(self) -> str:

@@ -26,6 +26,7 @@ from worker.cache import CacheWarmer
 from worker.limits import TierGate
 from worker.llm import make_client
 from worker.pipeline import process_job
+from worker.recovery import RecoveringWorker, Recovery, new_owner_token
 from worker.router import OPUS_AT, SONNET_AT, Thresholds
 from worker.runtime import Runtime, owner_id
 from worker.scorer import Scorer
@@ -66,7 +67,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     )
 
 
-def make_workers(rt: Runtime, *, tiers_only: bool = False) -> list[Worker]:
+def make_workers(rt: Runtime, *, tiers_only: bool = False, owner_token: str | None = None) -> list[Worker]:
     s = rt.settings
     common: dict[str, Any] = dict(
         redis_pool=rt.redis,
@@ -84,17 +85,20 @@ def make_workers(rt: Runtime, *, tiers_only: bool = False) -> list[Worker]:
         expires_extra_ms=s.job_expiry_s * 1000,
     )
     fn = func(process_job, name=JOB_FUNCTION, timeout=s.job_timeout_s)
+    if owner_token is not None:  # claims carry the owner token so a reaper can hand them back fast
+        common.update(recovery_owner=owner_token, recovery_keys=s.keys)
+    cls: type[Worker] = RecoveringWorker if owner_token is not None else Worker
     workers = (
         []
         if tiers_only
-        else [Worker([fn], queue_name=s.keys.intake_queue, max_jobs=s.intake_max_jobs, **common)]
+        else [cls([fn], queue_name=s.keys.intake_queue, max_jobs=s.intake_max_jobs, **common)]
     )
     for tier in TIER_ORDER:
         slots = s.tier_max_jobs or s.tier_limits(tier).concurrency
-        workers.append(Worker([fn], queue_name=s.keys.tier_queue(tier), max_jobs=slots, **common))
+        workers.append(cls([fn], queue_name=s.keys.tier_queue(tier), max_jobs=slots, **common))
     if s.shadow_rate > 0:
         shadow = func(shadow_job, name=SHADOW_FUNCTION, timeout=s.job_timeout_s)
-        workers.append(Worker([shadow], queue_name=s.keys.shadow_queue, max_jobs=SHADOW_SLOTS, **common))
+        workers.append(cls([shadow], queue_name=s.keys.shadow_queue, max_jobs=SHADOW_SLOTS, **common))
     return workers
 
 
@@ -111,7 +115,10 @@ async def _queues_idle(rt: Runtime, workers: list[Worker]) -> bool:
 async def run(settings: Settings, *, burst: bool = False, metrics_port: int | None = None) -> int:
     telemetry.setup_tracing("routeq-worker")
     rt = await build_runtime(settings)
-    workers = make_workers(rt)
+    token = new_owner_token(rt.owner)
+    recovery = Recovery(rt.redis, settings.redis_url or "", settings.keys, token, lease_owner=rt.owner)
+    await recovery.start()
+    workers = make_workers(rt, owner_token=token)
     port = metrics_port if metrics_port is not None else settings.metrics_port
     health = metrics.Health()
     server = None
@@ -159,6 +166,7 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
             with contextlib.suppress(Exception):
                 await asyncio.gather(*w.tasks.values(), return_exceptions=True)
                 await rt.redis.delete(w.health_check_key)
+        await recovery.close()
         await rt.gate.close()
         if server is not None:
             server.stop()

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+import uuid
 from typing import Any
 
 from arq import Retry
@@ -56,17 +57,24 @@ async def process_job(ctx: dict[str, Any], payload: Any, parked: str | None = No
         return "invalid"
     queue = rt.keys.tier_queue(parked) if parked else rt.keys.intake_queue
     with tracing.attempt_span(job, job_try, queue):
+        run = JobRun(rt, job, job_try, Tier(parked) if parked else None)
         try:
-            return await JobRun(rt, job, job_try, Tier(parked) if parked else None).run()
+            return await run.run()
         except Parked:
             return "parked"
         except Stopped:
             return "stopped"
+        except Retry:
+            raise
         except (RedisConnectionError, RedisTimeoutError) as e:
             # Redis stayed away longer than the client's reconnect backoff: hand the job back to arq
             # (re-run later) instead of failing it with no recorded outcome. Paid answers are persisted.
             log.warning("job %s: redis unavailable (%s); handing it back", job.job_id, e)
             raise Retry(defer=2) from e
+        except Exception as e:
+            # A bug must not make arq drop the job with no outcome: fail it with a dead letter instead.
+            log.exception("job %s: unexpected error", job.job_id)
+            return await run.finish_failed(None, "internal", f"internal error: {type(e).__name__}: {e}")
 
 
 async def _parse(rt: Runtime, arq_id: str, payload: Any) -> Job | None:
@@ -387,9 +395,14 @@ class JobRun:
         """Reserve the call's worst case: concurrent jobs overspend a cap by at most their own bound."""
         spec = self.s.spec_for(tier)
         amount = pricing.max_cost(spec, plan.estimated_input_tokens, self.job.max_output_tokens, self.today)
-        got = await self.rt.budgets.reserve(
-            self.job.tags.tenant, self.batch, amount, token_for(self.job_id, n)
-        )
+        token = token_for(self.job_id, n)
+        try:
+            got = await self.rt.budgets.reserve(self.job.tags.tenant, self.batch, amount, token)
+        except ValueError:
+            # A run killed after its call closed this token (settled or released) but before the attempt
+            # reached Redis: this re-run's call is a new one and needs its own reservation.
+            token = f"{token}:{uuid.uuid4().hex[:8]}"
+            got = await self.rt.budgets.reserve(self.job.tags.tenant, self.batch, amount, token)
         if isinstance(got, Reservation):
             return got
         await self._release_all(admission, None, leader)

@@ -1,0 +1,34 @@
+-- Hand back a dead worker's claimed jobs and free its tier leases, atomically.
+-- KEYS: 1 owners set, 2 heartbeat, 3 running set, 4.. tier lease zsets.
+-- ARGV: 1 owner token, 2 arq in-progress prefix, 3 lease-id prefix of the owner ("" = none),
+--       4 limits channel, 5.. tier names (parallel to KEYS[4..]).
+-- Returns {-1} if the owner is alive after all, else {jobs freed, leases freed}.
+if redis.call('EXISTS', KEYS[2]) == 1 then return {-1, 0} end
+local freed = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  local k = ARGV[2] .. id
+  if redis.call('GET', k) == ARGV[1] then
+    redis.call('DEL', k)
+    freed = freed + 1
+  end
+end
+local leases = 0
+if ARGV[3] ~= '' then
+  local n = string.len(ARGV[3])
+  for i = 4, #KEYS do
+    local dropped = 0
+    for _, lid in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
+      if string.sub(lid, 1, n) == ARGV[3] then
+        redis.call('ZREM', KEYS[i], lid)
+        dropped = dropped + 1
+      end
+    end
+    if dropped > 0 then
+      redis.call('PUBLISH', ARGV[4], 'release:' .. ARGV[i + 1])
+      leases = leases + dropped
+    end
+  end
+end
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[1], ARGV[1])
+return {freed, leases}
