@@ -320,6 +320,10 @@ async def test_failed_leader_hands_over_to_a_follower(redis_proc: RedisProc, war
         prefix = _prefix_tokens(s, good[0], Tier.haiku)
         lock = s.keys.cache_warming("*")
         t0 = time.monotonic()
+        # The followers are enqueued only once the leader hangs, so tell the batch up front that its
+        # document is shared (as a producer enqueueing them together would): a lone document gets no
+        # breakpoint and so no warming at all.
+        await redis.hincrby(s.keys.batch_docs("leaderfail"), bad[0].documents[0].content_key, 20)
         res = await Producer(redis, s).enqueue(bad, batch="leaderfail")
         # wait until the doomed job holds the warming lock (its call is hanging on the stand-in)
         deadline = time.monotonic() + 15
