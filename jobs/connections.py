@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -18,6 +19,15 @@ T = TypeVar("T")
 
 # ~30 s of reconnect attempts (capped exponential backoff) before a command gives up.
 RECONNECT_RETRIES = 40
+
+
+def settings_with_redis() -> Settings | None:
+    """The settings, or None after telling the user on stderr that no Redis is configured."""
+    settings = Settings()
+    if not settings.redis_url:
+        print("error: no Redis configured; set REDIS_URL (or ROUTEQ_REDIS_URL)", file=sys.stderr)
+        return None
+    return settings
 
 
 class NoRedisConfigured(RuntimeError):

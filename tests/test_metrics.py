@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from jobs.keys import Keys
 from jobs.results import Attempt, Cost, JobResult, Usage
 from jobs.tiers import Tier
-from tests.conftest import free_port
+from worker.embedded import free_port
 from worker.metrics import (
     QUEUE_DEPTH,
     QUEUE_DEPTH_UP,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
+from jobs.connections import settings_with_redis
 from jobs.results import pico_to_usd
 from jobs.settings import Settings
 from worker.budget import SCOPES, Budgets, fmt_usd, usd_to_pusd
@@ -66,14 +66,6 @@ def _budgets(settings: Settings) -> tuple[Redis, Budgets]:
     return redis, Budgets(redis, settings.keys, token_ttl_s=settings.result_ttl_s)
 
 
-def _settings_or_error() -> Settings | None:
-    settings = Settings()
-    if not settings.redis_url:
-        print("error: no Redis configured; set REDIS_URL (or ROUTEQ_REDIS_URL)", file=sys.stderr)
-        return None
-    return settings
-
-
 async def _set(settings: Settings, scope: str, name: str, usd: Decimal | None) -> dict[str, Any]:
     redis, budgets = _budgets(settings)
     try:
@@ -122,7 +114,7 @@ def _line(row: dict[str, Any]) -> list[str]:
 def cmd_set(args: argparse.Namespace) -> int:
     target = _target(args)
     assert target is not None  # the argument group is required
-    settings = _settings_or_error()
+    settings = settings_with_redis()
     if settings is None:
         return 2
     row = asyncio.run(_set(settings, target[0], target[1], args.usd))
@@ -132,7 +124,7 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    settings = _settings_or_error()
+    settings = settings_with_redis()
     if settings is None:
         return 2
     rows = asyncio.run(_show(settings, _target(args)))

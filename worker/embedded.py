@@ -92,6 +92,9 @@ class EmbeddedRedis:
             "",
             "--appendonly",
             "yes" if self.appendonly else "no",
+            # With AOF, every write is on disk before the reply: a restart loses nothing accepted.
+            "--appendfsync",
+            "always",
             "--maxmemory-policy",
             "noeviction",
         ]
@@ -100,10 +103,17 @@ class EmbeddedRedis:
         wait_port(self.port, proc=proc)
         return self
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False) -> None:
         if self.child:
             self.child.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            self.child = None
+        if not keep_data:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Stop and start on the same port and data folder (with AOF on, nothing accepted is lost)."""
+        self.stop(keep_data=True)
+        self.start()
 
 
 def routeq_cmd(*args: str) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from jobs.connections import settings_with_redis
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER, Tier
 from worker.limits import LIMIT_KINDS, TierGate, limits_detail, reset_limits, set_limits
@@ -45,14 +46,6 @@ def _rate(v: str) -> int | str:
     return n
 
 
-def _settings_or_error() -> Settings | None:
-    settings = Settings()
-    if not settings.redis_url:
-        print("error: no Redis configured; set REDIS_URL (or ROUTEQ_REDIS_URL)", file=sys.stderr)
-        return None
-    return settings
-
-
 async def _show(settings: Settings) -> dict[str, Any]:
     assert settings.redis_url is not None
     redis = Redis.from_url(settings.redis_url)
@@ -79,7 +72,7 @@ def _fmt(value: int | None, source: str) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    settings = _settings_or_error()
+    settings = settings_with_redis()
     if settings is None:
         return 2
     data = asyncio.run(_show(settings))
@@ -121,7 +114,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     if args.concurrency is not None and args.concurrency < 1:
         print("error: --concurrency must be >= 1", file=sys.stderr)
         return 2
-    settings = _settings_or_error()
+    settings = settings_with_redis()
     if settings is None:
         return 2
     written = asyncio.run(_set(settings, args))
