@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     )
 
     # --- connections ------------------------------------------------------------------------------
+    # Not in repr: a Redis URL may carry a password, and settings end up in tracebacks and logs.
     redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("ROUTEQ_REDIS_URL", "REDIS_URL", "redis_url")
+        default=None, validation_alias=AliasChoices("ROUTEQ_REDIS_URL", "REDIS_URL", "redis_url"), repr=False
     )
     key_prefix: str = "routeq"
     anthropic_api_key: SecretStr | None = Field(

@@ -95,3 +95,12 @@ def test_placed_wire_matches_with_ids() -> None:
         assert j.placed_wire("b7", tenant) == j.with_ids("b7", tenant).to_wire()
     given = Job.model_validate({"task": "qa", "prompt": "p", "id": "mine", "tags": {"batch": "own"}})
     assert given.placed_wire("b7") == given.with_ids("b7").to_wire()
+
+
+def test_settings_repr_hides_secrets() -> None:
+    from jobs.settings import Settings
+
+    s = Settings(redis_url="redis://:hunter2-pass@redis:6379/0", anthropic_api_key="sk-ant-secret-xyz")
+    assert "hunter2-pass" not in repr(s) and "hunter2-pass" not in str(s)
+    assert "sk-ant-secret-xyz" not in repr(s)
+    assert s.anthropic_api_key is not None and s.anthropic_api_key.get_secret_value() == "sk-ant-secret-xyz"
