@@ -110,7 +110,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.cv:
         from worker import router_train
 
-        scores = router_eval.cross_validate(rows, router_train.method(router_train.TrainConfig()))
+        config = router_train.TrainConfig()
+        full = router_train.fit(rows, config)  # its constant term is shared by every fold (see method())
+        scores = router_eval.cross_validate(rows, router_train.method(config, common_bias=full["bias"]))
     else:
         scorer = _load(args.model)
         if scorer is None:

@@ -160,13 +160,26 @@ def fit(
     }
 
 
-def method(config: TrainConfig, cache: FeatureCache | None = None) -> router_eval.Method:
-    """A CV method: train on some rows, score others with the pure-Python scorer (as in production)."""
+def method(
+    config: TrainConfig, cache: FeatureCache | None = None, common_bias: float | None = None
+) -> router_eval.Method:
+    """A CV method: train on some rows, score others with the pure-Python scorer (as in production).
+
+    ``common_bias``: score every fold's model with this constant term instead of its own. Leave-domain-out
+    CV pools out-of-fold scores from 40 models, and each refits its constant to the base rate of the
+    *other* domains, which runs against the held-out domain's own rate (a domain where the strong model
+    often wins leaves a lower rate behind, so its scores are pushed down). A deployed model has one
+    constant, which cannot reorder prompts; pooling with the full-data model's constant measures what the
+    features rank, and keeps the scores on the deployed model's scale for calibration.
+    """
     shared = cache or FeatureCache()
 
     def train(rows: Sequence[Row]) -> Callable[[Sequence[str]], list[float]]:
         scorer = Scorer(fit(rows, config, shared))
-        return scorer.score_many
+        if common_bias is None:
+            return scorer.score_many
+        shift = common_bias - scorer.bias
+        return lambda texts: [1.0 / (1.0 + math.exp(-(scorer.logit(t) + shift))) for t in texts]
 
     return train
 
@@ -225,7 +238,7 @@ def train(
         "score_meaning": "higher = the cheap tier is more likely to fall short where the top tier would not",
     }
     if cv:
-        scores = router_eval.cross_validate(rows, method(config), cv_folds)
+        scores = router_eval.cross_validate(rows, method(config, common_bias=model["bias"]), cv_folds)
         results = router_eval.compare(rows, scores)
         meta["cv"] = {
             "scheme": "leave-domain-out" if cv_folds is None else f"{cv_folds} domain-grouped folds",

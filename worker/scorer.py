@@ -120,6 +120,11 @@ class Scorer:
             raise ModelFileError("router model dense arrays do not match the feature list")
         self.metadata: dict[str, Any] = dict(model.get("metadata", {}))
 
+    @property
+    def bias(self) -> float:
+        """The model's constant term (a logit): it shifts every score alike and never reorders prompts."""
+        return self._bias
+
     @classmethod
     def load(cls, path: Path | None = None) -> Scorer:
         """The model at ``path`` (default: the shipped one). Cached per path: a worker parses it once."""
