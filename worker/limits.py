@@ -15,6 +15,10 @@ clock), so skewed or crashed workers cannot break a limit:
 
 Releases and limit changes are published on ``Keys.limits_channel``; a waiting :meth:`TierGate.admit`
 wakes on them at once and otherwise polls (at most every ``max_poll_s``) for expiries and lost events.
+A release wakes one waiter per process (first come, first served), not all of them: a freed slot can
+admit one job, and waking every waiter of every process for it cost a Lua call each (the fleet's main
+CPU cost when tiers are saturated). A waiter that then gets a slot wakes the next one, so several slots
+freed at once (a reaped worker) are all taken; a limit change wakes everyone.
 
 Usage by the pipeline::
 
@@ -37,6 +41,7 @@ import logging
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -387,7 +392,8 @@ class TierGate:
         self.lease_ttl_s = lease_ttl_s if lease_ttl_s is not None else settings.lease_ttl_s
         self.max_poll_s = max_poll_s
         self._scripts = _Scripts(redis)
-        self._wake: dict[Tier, asyncio.Event] = {t: asyncio.Event() for t in TIER_ORDER}
+        # Waiters of admit(), oldest first; each is woken by resolving its future.
+        self._waiters: dict[Tier, deque[asyncio.Future[None]]] = {t: deque() for t in TIER_ORDER}
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._held: set[Admission] = set()
@@ -437,16 +443,29 @@ class TierGate:
                 continue
             if msg is None or msg.get("type") != "message":
                 continue
-            _, _, tier = _text(msg["data"]).partition(":")
-            if tier in Tier.__members__:
-                self._wake_tier(Tier(tier))
-            else:
+            event, _, tier = _text(msg["data"]).partition(":")
+            if tier not in Tier.__members__:
                 self._wake_all()
+            elif event == "release":
+                self._wake_one(Tier(tier))
+            else:
+                self._wake_tier(Tier(tier))
+
+    def _wake_one(self, tier: Tier) -> None:
+        """Wake the oldest waiter of the tier (a freed slot admits one job)."""
+        waiters = self._waiters[tier]
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
 
     def _wake_tier(self, tier: Tier) -> None:
-        # Swap before setting: waiters hold the event they saw before trying, so none misses a wake-up.
-        ev, self._wake[tier] = self._wake[tier], asyncio.Event()
-        ev.set()
+        # Waiters register before trying, so one trying while the event comes still sees the wake-up.
+        waiters, self._waiters[tier] = self._waiters[tier], deque()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     def _wake_all(self) -> None:
         for t in TIER_ORDER:
@@ -493,10 +512,23 @@ class TierGate:
         start = time.monotonic()
         deadline = None if timeout_s is None else start + timeout_s
         waited_on: list[Reason] = []
+        loop = asyncio.get_running_loop()
+        woken = False
         while True:
-            wake = self._wake[tier]  # taken before trying: a release during the attempt still wakes us
-            got = await self.try_admit(tier, est_input_tokens, est_output_tokens)
+            # Registered before trying: a release during the attempt still wakes us.
+            wake: asyncio.Future[None] = loop.create_future()
+            self._waiters[tier].append(wake)
+            try:
+                got = await self.try_admit(tier, est_input_tokens, est_output_tokens)
+            except BaseException:
+                self._forget_waiter(tier, wake, pass_on=True)
+                raise
             if isinstance(got, Admission):
+                # Woken (before or while trying) and admitted: wake the next waiter too, in case more
+                # than one slot came free; it goes back to waiting if not.
+                self._forget_waiter(tier, wake, pass_on=False)
+                if woken or wake.done():
+                    self._wake_one(tier)
                 got.wait_ms = (time.monotonic() - start) * 1000
                 got.waited_on = tuple(waited_on)
                 return got
@@ -509,10 +541,30 @@ class TierGate:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    self._forget_waiter(tier, wake, pass_on=True)
                     raise AdmissionTimeout(tier, time.monotonic() - start, got)
                 pause = min(pause, left)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=max(pause, 0.001))
+            woken = wake.done()
+            if not woken:
+                try:
+                    await asyncio.wait_for(asyncio.shield(wake), timeout=max(pause, 0.001))
+                    woken = True
+                except TimeoutError:
+                    pass
+                except BaseException:  # cancelled while waiting
+                    self._forget_waiter(tier, wake, pass_on=True)
+                    raise
+            self._forget_waiter(tier, wake, pass_on=False)
+
+    def _forget_waiter(self, tier: Tier, wake: asyncio.Future[None], pass_on: bool) -> None:
+        """Drop a waiter's registration; a wake-up it received but will not use goes to the next one."""
+        if wake.done():
+            if pass_on:
+                self._wake_one(tier)
+            return
+        wake.cancel()
+        with contextlib.suppress(ValueError):
+            self._waiters[tier].remove(wake)
 
     async def cooldown(self, tier: Tier, seconds: float, reason: str) -> float:
         """Pause the tier fleet-wide for ``seconds`` (never shortening a longer running cooldown).
@@ -556,13 +608,18 @@ class TierGate:
         self._held.discard(adm)
         tier, k = adm.tier, self.keys
         d_in, d_out = itpm_used - adm.est_input_tokens, otpm_used - adm.est_output_tokens
-        if d_in or d_out:
-            await self._buckets(tier, "settle", (0, d_in, d_out))
+        lim = self.settings.tier_limits(tier)
+        # Settle and release in one round trip (the settle is skipped in Lua when there is no difference).
         removed = await self._scripts.run(
-            "lease_release", [k.leases(tier)], [adm.lease_id, k.limits_channel, f"release:{tier}"]
-        )
+            "lease_settle_release",
+            [k.leases(tier), k.limits_config, *self._bucket_keys(tier)],
+            [
+                adm.lease_id, k.limits_channel, f"release:{tier}", str(tier),
+                _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm), 0, d_in, d_out,
+            ],
+        )  # fmt: skip
         if int(removed):
-            self._wake_tier(tier)  # local waiters need not wait for the pubsub echo
+            self._wake_one(tier)  # a local waiter need not wait for the pubsub echo
 
     async def take_tokens(
         self, tier: Tier, rpm: int = 0, itpm: int = 0, otpm: int = 0, settle: bool = False

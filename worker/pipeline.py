@@ -135,9 +135,9 @@ class JobRun:
 
     # ------------------------------------------------------------------------------------------------
     async def run(self) -> str:
-        if await self.rt.store.is_done(self.job):
+        done, self.attempts, paid = await self.rt.store.load_state(self.job)
+        if done:
             return "duplicate"
-        self.attempts, paid = await self.rt.store.load_attempts(self.job_id)
         route = self.route()
         last = self.attempts[-1] if self.attempts else None
         if last is not None and last.status == "ok" and last.n in paid:

@@ -57,6 +57,19 @@ class Store:
     async def is_done(self, job: Job) -> bool:
         return bool(await aw(self.redis.sismember(self.keys.batch_done(job.tags.batch or ""), job.job_id)))
 
+    async def load_state(self, job: Job) -> tuple[bool, list[Attempt], dict[int, dict[str, Any]]]:
+        """``is_done`` and ``load_attempts`` in one round trip: (done, attempts, paid answers)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            p.sismember(self.keys.batch_done(job.tags.batch or ""), job.job_id)
+            p.lrange(self.keys.attempts(job.job_id), 0, -1)
+            p.hgetall(self.keys.paid(job.job_id))
+            done, raw_attempts, raw_paid = await p.execute()
+        if done:
+            return True, [], {}
+        attempts = [Attempt.model_validate_json(a) for a in raw_attempts]
+        paid = {int(k): orjson.loads(v) for k, v in raw_paid.items()}
+        return False, attempts, paid
+
     async def load_attempts(self, job_id: str) -> tuple[list[Attempt], dict[int, dict[str, Any]]]:
         async with self.redis.pipeline(transaction=False) as p:
             p.lrange(self.keys.attempts(job_id), 0, -1)
