@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # Per process and tier: how many parked jobs one process may hold while they wait for a slot.
     tier_max_jobs: int | None = Field(default=None, ge=1)
     poll_delay_s: float = Field(default=0.05, gt=0)
+    # Tier queues hold parked jobs, which already wait for a slot; polling them as often as the intake
+    # queue burns CPU in every idle process for no gain.
+    tier_poll_delay_s: float = Field(default=0.2, gt=0)
     job_timeout_s: float = Field(default=900.0, gt=0)
     arq_max_tries: int = Field(default=20, ge=1)
     drain_timeout_s: float = Field(default=25.0, ge=0)

@@ -35,6 +35,9 @@ from worker.store import Store
 
 log = logging.getLogger("routeq.worker")
 
+# Shadow runs are low priority by design: a second's delay in picking one up costs nothing.
+SHADOW_POLL_S = 1.0
+
 
 def load_scorer(settings: Settings) -> tuple[Scorer | None, Thresholds | None]:
     if not settings.learned_router:
@@ -95,10 +98,12 @@ def make_workers(rt: Runtime, *, tiers_only: bool = False, owner_token: str | No
     )
     for tier in TIER_ORDER:
         slots = s.tier_max_jobs or s.tier_limits(tier).concurrency
-        workers.append(cls([fn], queue_name=s.keys.tier_queue(tier), max_jobs=slots, **common))
+        tier_kw = {**common, "poll_delay": s.tier_poll_delay_s}
+        workers.append(cls([fn], queue_name=s.keys.tier_queue(tier), max_jobs=slots, **tier_kw))
     if s.shadow_rate > 0:
         shadow = func(shadow_job, name=SHADOW_FUNCTION, timeout=s.job_timeout_s)
-        workers.append(cls([shadow], queue_name=s.keys.shadow_queue, max_jobs=SHADOW_SLOTS, **common))
+        shadow_kw = {**common, "poll_delay": SHADOW_POLL_S}
+        workers.append(cls([shadow], queue_name=s.keys.shadow_queue, max_jobs=SHADOW_SLOTS, **shadow_kw))
     return workers
 
 
