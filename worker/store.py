@@ -105,25 +105,23 @@ class Store:
         ]
         for k, v in inc.items():
             args += [k, v]
-        keys = [
+        keys = self._outcome_keys(result)
+        done = await persist("record", lambda: self.scripts["record"](keys=keys, args=args))
+        return bool(done)
+
+    def _outcome_keys(self, result: JobResult) -> list[str]:
+        """The keys record.lua and unrecord.lua touch, in their KEYS order."""
+        return [
             self.keys.result(result.job_id),
             self.keys.batch_done(result.batch),
             self.keys.batch_agg(result.batch),
             self.keys.tenant_agg(result.tenant),
             self.keys.batch_dead(result.batch),
         ]
-        done = await persist("record", lambda: self.scripts["record"](keys=keys, args=args))
-        return bool(done)
 
     async def unrecord(self, result: JobResult) -> bool:
         args: list[Any] = [result.job_id]
         for k, v in aggregate_increments(result).items():
             args += [k, v]
-        keys = [
-            self.keys.result(result.job_id),
-            self.keys.batch_done(result.batch),
-            self.keys.batch_agg(result.batch),
-            self.keys.tenant_agg(result.tenant),
-            self.keys.batch_dead(result.batch),
-        ]
+        keys = self._outcome_keys(result)
         return bool(await self.scripts["unrecord"](keys=keys, args=args))
