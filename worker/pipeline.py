@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from jobs.connections import aw
 from jobs.contract import Job
 from jobs.keys import JOB_FUNCTION
-from jobs.results import Attempt, Cost, JobResult, RouteRecord, Usage
+from jobs.results import Attempt, Cost, JobResult, JobStatus, RouteRecord, Usage
 from jobs.serialization import CORRUPT_MARK
 from jobs.sources import explain
 from jobs.tiers import TOP_TIER, Tier
@@ -458,7 +458,7 @@ class JobRun:
         self.rt.metrics.observe_attempt(attempt, self.job.tags.tenant)
 
     # ------------------------------------------------------------------------------------------------
-    def _result(self, route: RouteRecord | None, status: str, **kw: Any) -> JobResult:
+    def _result(self, route: RouteRecord | None, status: JobStatus, **kw: Any) -> JobResult:
         usage, cost = _total(self.attempts)
         top = self.s.spec_for(TOP_TIER)
         baseline = pricing.baseline_cost(top, usage, self.today)
@@ -470,7 +470,7 @@ class JobRun:
             batch=self.batch,
             tenant=self.job.tags.tenant,
             task=self.job.task.value,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             usage=usage,
             cost=cost,
             baseline_cost_pusd=baseline,
