@@ -172,7 +172,7 @@ class JobRun:
             n = len(self.attempts) + 1
             reservation = await self.reserve_budget(tier, plan, n, admission, leader)
             try:
-                res = await self.call(tier, plan, ttl)
+                res, cost = await self.call(tier, plan, ttl)
             except asyncio.CancelledError:
                 await self._release_all(admission, reservation, leader)
                 raise
@@ -218,8 +218,6 @@ class JobRun:
                 return await self.finish_failed(route, fault.kind, action.message)
             # --- a paid answer -------------------------------------------------------------------
             await admission.release_usage(res.usage)
-            spec = self.s.spec_for(tier)
-            cost = pricing.price_call(spec, res.usage, self.today)
             if reservation is not None:
                 await self.rt.budgets.settle(reservation, cost.total_pusd)
             used_cache = bool(res.usage.cache_write_tokens or res.usage.cache_read_tokens)
@@ -411,7 +409,8 @@ class JobRun:
         await self.finish_failed(None, "budget", got.reason)
         raise Stopped()
 
-    async def call(self, tier: Tier, plan: cache.RequestPlan, ttl: str | None) -> CallResult:
+    async def call(self, tier: Tier, plan: cache.RequestPlan, ttl: str | None) -> tuple[CallResult, Cost]:
+        """The model call in its GenAI span; returns the answer and its itemised cost (priced once)."""
         model, spec = self.s.model_for(tier), self.s.spec_for(tier)
         with tracing.genai_span(
             model,
@@ -440,7 +439,7 @@ class JobRun:
                 output_text=res.text,
                 trace_content=self.s.trace_content,
             )
-        return res
+        return res, cost
 
     async def _release_all(
         self, admission: Admission | None, reservation: Reservation | None, leader: WarmDecision | None
