@@ -34,24 +34,18 @@ from redis.asyncio import Redis  # noqa: E402
 
 from jobs.reports import batch_status  # noqa: E402
 from jobs.settings import Settings  # noqa: E402
+from tests.helpers import worker_env as tests_worker_env  # noqa: E402
 from worker.embedded import Child, EmbeddedRedis, start_mock_api, start_workers  # noqa: E402
 
 
 def worker_env(redis_url: str, api_url: str, **extra: str) -> dict[str, str]:
-    """The environment of a worker process: this one without ROUTEQ_/OTEL_ variables, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTEQ_", "OTEL_"))}
-    env.update(
-        {
-            "REDIS_URL": redis_url,
-            "ANTHROPIC_BASE_URL": api_url,
-            "ANTHROPIC_API_KEY": "sk-bench",
-            "ANTHROPIC_OPEN_TELEMETRY": "false",
-            "ROUTEQ_POLL_DELAY_S": "0.05",
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    env.update(extra)
-    return env
+    """The tests' worker environment, with the bench's poll delay and the repo on PYTHONPATH."""
+    bench: dict[str, str] = {
+        "ANTHROPIC_API_KEY": "sk-bench",
+        "ROUTEQ_POLL_DELAY_S": "0.05",
+        "PYTHONPATH": str(ROOT),
+    }
+    return tests_worker_env(redis_url, api_url, **{**bench, **extra})
 
 
 def api_config(models: dict[str, dict[str, Any]]) -> str:

@@ -15,6 +15,7 @@ from worker.embedded import Child, start_mock_api, start_workers
 
 
 def worker_env(redis_url: str, api_url: str, **extra: str) -> dict[str, str]:
+    """A worker process's environment: this one without ROUTEQ_/OTEL_ variables, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTEQ_", "OTEL_"))}
     env.update(
         {

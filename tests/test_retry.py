@@ -11,6 +11,7 @@ import anthropic
 import httpx2
 import pytest
 
+from worker.mock_api.errors import ERROR_TYPES  # the stand-in speaks the API's error types
 from worker.retry import (
     RETRY_AFTER_CAP_S,
     Escalate,
@@ -26,19 +27,6 @@ from worker.retry import (
 )
 
 API_KEY = "sk-ant-api03-TOPSECRETKEY"
-
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    503: "api_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
 
 
 def error_body(status: int, message: str, error_code: str | None = None) -> dict[str, Any]:
