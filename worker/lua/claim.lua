@@ -1,0 +1,29 @@
+-- Claim up to ARGV[2] ready jobs of an arq queue for one worker process, atomically, in one round trip.
+-- arq claims one job per WATCH + EXISTS + ZSCORE + MULTI/PSETEX/EXEC + UNWATCH (4-5 round trips), and with
+-- several pullers on a queue most of them lose the race and start over. This writes the same keys with the
+-- same meaning (the in-progress key, here holding the owner token), so the rest of arq is unaffected.
+-- KEYS: 1 queue zset, 2 the owner's running set.
+-- ARGV: 1 now in ms (the worker's clock, as arq uses), 2 jobs wanted, 3 in-progress key prefix,
+--       4 in-progress PX in ms, 5 owner token, 6 most queue entries to look at.
+-- Returns {id, score, id, score, ...} of the jobs claimed, oldest first.
+local want = tonumber(ARGV[2]) * 2
+local scan = tonumber(ARGV[6])
+local page = math.max(want, 32)
+local got = {}
+local offset = 0
+while #got < want and offset < scan do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, page)
+  for i = 1, #ids, 2 do
+    local k = ARGV[3] .. ids[i]
+    if redis.call('EXISTS', k) == 0 then
+      redis.call('SET', k, ARGV[5], 'PX', ARGV[4])
+      redis.call('SADD', KEYS[2], ids[i])
+      got[#got + 1] = ids[i]
+      got[#got + 1] = ids[i + 1]
+      if #got >= want then return got end
+    end
+  end
+  if #ids < page * 2 then break end
+  offset = offset + page
+end
+return got
