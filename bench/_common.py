@@ -168,6 +168,62 @@ def steady_rate(samples: list[tuple[float, int]], total: int, lo: float = 0.1, h
     return (b[1] - a[1]) / (b[0] - a[0])
 
 
+class ApiSampler:
+    """Samples the stand-in's ``/_stats`` in the background: per model (time, in_flight_s, requests).
+
+    ``occupancy(model, t_from, t_to)`` is the mean number of requests the API held open over a window
+    (the integral of in-flight over time, differenced): how full a tier's slots really were. Times are
+    seconds since ``start()``, the same base as :func:`wait_batch`'s samples when started just before it.
+    """
+
+    def __init__(self, api_url: str, every: float = 0.1) -> None:
+        self.api_url, self.every = api_url, every
+        self.points: list[tuple[float, dict[str, tuple[float, int]]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self, t0: float) -> None:
+        while True:
+            got = await asyncio.to_thread(api_stats, self.api_url)
+            now = time.monotonic() - t0
+            self.points.append(
+                (now, {m: (v.get("in_flight_s", 0.0), v["requests"]) for m, v in got["models"].items()})
+            )
+            await asyncio.sleep(self.every)
+
+    def start(self) -> None:
+        self.points.clear()
+        self._task = asyncio.ensure_future(self._run(time.monotonic()))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _at(self, t: float) -> tuple[float, dict[str, tuple[float, int]]] | None:
+        return min(self.points, key=lambda p: abs(p[0] - t), default=None)
+
+    def window(self, model: str, t_from: float, t_to: float) -> dict[str, float]:
+        """Mean requests open and mean seconds a request was open, between two moments."""
+        a, b = self._at(t_from), self._at(t_to)
+        if a is None or b is None or b[0] <= a[0]:
+            return {"mean_in_flight": 0.0, "mean_call_s": 0.0}
+        (fa, ra), (fb, rb) = a[1].get(model, (0.0, 0)), b[1].get(model, (0.0, 0))
+        return {
+            "mean_in_flight": round((fb - fa) / (b[0] - a[0]), 2),
+            "mean_call_s": round((fb - fa) / (rb - ra), 4) if rb > ra else 0.0,
+        }
+
+
+def steady_window(
+    samples: list[tuple[float, int]], total: int, lo: float = 0.1, hi: float = 0.9
+) -> tuple[float, float]:
+    """The moments ``lo`` and ``hi`` of ``total`` had finished (the window :func:`steady_rate` uses)."""
+    a = next((t for t, n in samples if n >= lo * total), samples[0][0] if samples else 0.0)
+    b = next((t for t, n in samples if n >= hi * total), samples[-1][0] if samples else 0.0)
+    return a, b
+
+
 def http_json(url: str, body: Any = None, timeout: float = 10.0) -> Any:
     """GET (no body) or POST (JSON body) on the stand-in's control endpoints."""
     data = None if body is None else json.dumps(body).encode()

@@ -6,7 +6,8 @@
 stand-in enforces the same per-model concurrency itself (an overshoot would show as 429s as well as in
 ``max_in_flight``).
 
-1. mixed: ``--jobs`` pinned jobs split in proportion to the limits (so every tier stays busy to the end).
+1. mixed: ``--jobs`` pinned jobs split in proportion to the limits and interleaved (so every tier is busy
+   from the start to the end).
    Per model: max in flight seen by the stand-in, 429s. Throughput in the steady state (between 10% and
    90% of the jobs finished) as a fraction of the ceiling sum(limit / latency). Target >= 0.9.
 2. head of line: ``--hol`` haiku jobs alone (anchor rate), then ``--hol`` opus jobs enqueued BEFORE
@@ -27,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    ApiSampler,
     Procs,
     api_config,
     api_reset,
@@ -35,6 +37,7 @@ from _common import (
     emit,
     settings_for,
     steady_rate,
+    steady_window,
     wait_batch,
     wait_workers,
     worker_env,
@@ -57,6 +60,12 @@ def pinned(tier: Tier, n: int, tag: str) -> list[Job]:
     ]
 
 
+def interleave(groups: list[list[Job]]) -> list[Job]:
+    """Merge the tiers' jobs evenly (a mixed batch), so every tier has work from the first job on."""
+    keyed = [((i + 0.5) / len(g), k, j) for k, g in enumerate(groups) for i, j in enumerate(g)]
+    return [j for _, _, j in sorted(keyed, key=lambda x: (x[0], x[1]))]
+
+
 def per_model(api_url: str, settings: Settings) -> dict[str, Any]:
     models = api_stats(api_url)["models"]
     out = {}
@@ -72,12 +81,32 @@ def per_model(api_url: str, settings: Settings) -> dict[str, Any]:
 
 
 async def run_batch(
-    redis: Redis, s: Settings, jobs: list[Job], batch: str, timeout: float
+    redis: Redis, s: Settings, jobs: list[Job], batch: str, timeout: float, api: ApiSampler | None = None
 ) -> tuple[dict[str, Any], list[tuple[float, int]]]:
     samples: list[tuple[float, int]] = []
     res = await Producer(redis, s).enqueue(jobs, batch=batch)
-    st = await wait_batch(redis, s, batch, res.enqueued, timeout=timeout, every=0.05, samples=samples)
+    if api is not None:
+        api.start()
+    try:
+        st = await wait_batch(redis, s, batch, res.enqueued, timeout=timeout, every=0.05, samples=samples)
+    finally:
+        if api is not None:
+            await api.stop()
     return st, samples
+
+
+def occupancy(api: ApiSampler, s: Settings, samples: list[tuple[float, int]], total: int) -> dict[str, Any]:
+    """Per tier over the steady window: mean calls open at the API vs the limit, and mean call time.
+
+    Occupancy below 1 with calls at the stand-in's latency means slots sat idle between calls (routeq's
+    own gap); calls slower than the latency mean the API side (here: a CPU-starved stand-in) was slow.
+    """
+    t0, t1 = steady_window(samples, total)
+    out: dict[str, Any] = {}
+    for t in TIER_ORDER:
+        w = api.window(s.model_for(t), t0, t1)
+        out[t.value] = {**w, "occupancy": round(w["mean_in_flight"] / LIMITS[t], 3)}
+    return out
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -107,10 +136,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         total = sum(LIMITS.values())
         counts = {t: args.jobs * n // total for t, n in LIMITS.items()}
         counts[Tier.haiku] += args.jobs - sum(counts.values())
-        mixed = [j for t in TIER_ORDER for j in pinned(t, counts[t], "mix")]
+        mixed = interleave([pinned(t, counts[t], "mix") for t in TIER_ORDER])
         api_reset(api_url)
         cpu0 = cpu()
-        st, samples = await run_batch(redis, s, mixed, "mixed", timeout=args.jobs / ceiling * 10 + 30)
+        sampler = ApiSampler(api_url)
+        st, samples = await run_batch(
+            redis, s, mixed, "mixed", timeout=args.jobs / ceiling * 10 + 30, api=sampler
+        )
         cpu_used = cpu() - cpu0
         rate = steady_rate(samples, len(mixed))
         mixed_out = {
@@ -123,6 +155,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "ceiling_jobs_per_s": round(ceiling, 1),
             "fraction_of_ceiling": round(rate / ceiling, 3),
             "target": 0.9,
+            "slots_steady": occupancy(sampler, s, samples, len(mixed)),
             # CPU of the workers and the stand-in over the phase: ~2.0 cores busy means CPU-bound here
             "cpu_ms_per_job": round(cpu_used / max(1, st["done"]) * 1000, 1),
             "cpu_cores_busy": round(cpu_used / max(st["elapsed_s"], 1e-9), 2),

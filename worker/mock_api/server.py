@@ -130,7 +130,7 @@ class Handlers:
             ms.errors[str(e.status)] += 1
             return _error(e, rid)
         finally:
-            ms.in_flight -= 1
+            ms.leave()
 
     async def _messages(
         self, request: web.Request, body: dict[str, Any], ms: ModelStats, rid: str

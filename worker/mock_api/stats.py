@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,18 +18,33 @@ class ModelStats:
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    # Integral of in_flight over time: its rise over a window / the window = mean requests held open,
+    # which tells a benchmark whether a tier's slots sat idle or its calls were slow.
+    in_flight_s: float = 0.0
+    _since: float = field(default_factory=time.monotonic)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self.in_flight_s += self.in_flight * (now - self._since)
+        self._since = now
 
     def enter(self) -> None:
+        self._tick()
         self.requests += 1
         self.in_flight += 1
         if self.in_flight > self.max_in_flight:
             self.max_in_flight = self.in_flight
+
+    def leave(self) -> None:
+        self._tick()
+        self.in_flight -= 1
 
     def to_json(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "in_flight_s": round(self.in_flight_s + self.in_flight * (time.monotonic() - self._since), 4),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cache_write_tokens": self.cache_write_tokens,
