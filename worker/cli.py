@@ -15,6 +15,7 @@ import orjson
 from jobs.connections import NoRedisConfigured, connect
 from jobs.contract import TaskType
 from jobs.settings import Settings
+from worker import eventloop
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -205,7 +206,7 @@ def _worker(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         print("routeq worker: set REDIS_URL (routeq demo starts a private Redis for you)", file=sys.stderr)
         return 2
-    return asyncio.run(app.run(settings, burst=args.burst, metrics_port=args.metrics_port))
+    return eventloop.run(app.run(settings, burst=args.burst, metrics_port=args.metrics_port))
 
 
 def _mock_api(args: argparse.Namespace) -> int:

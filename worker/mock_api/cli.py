@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from worker import eventloop
 from worker.mock_api.config import MockConfig, load_config_file
 from worker.mock_api.faults import DEFAULT_SLOW_MS, FaultPlan
 from worker.mock_api.server import start_server
@@ -65,7 +66,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        asyncio.run(_serve(args))
+        eventloop.run(_serve(args))
     except (ValueError, OSError) as e:
         print(f"mock-api: {e}", file=sys.stderr)
         return 2
