@@ -13,6 +13,9 @@ from jobs.tiers import Tier
 
 # The arq function every routeq job runs as.
 JOB_FUNCTION = "process_job"
+# arq's job document key (``arq.constants.job_key_prefix``), written directly by the bulk producer and
+# by a worker parking a job on a tier queue.
+ARQ_JOB_PREFIX = "arq:job:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,14 @@ class Keys:
     def leases(self, tier: Tier | str) -> str:
         """Sorted set lease-id -> deadline (ms, Redis clock): the global concurrency semaphore."""
         return f"{self.prefix}:limits:{tier}:leases"
+
+    def line(self, tier: Tier | str) -> str:
+        """Sorted set lease-id -> first-seen ms: jobs waiting for a slot of the tier, fleet-wide, in order."""
+        return f"{self.prefix}:limits:{tier}:line"
+
+    def line_info(self, tier: Tier | str) -> str:
+        """Hash lease-id -> "deadline ms|itpm|otpm": what each waiter in the line asks for, and until when."""
+        return f"{self.prefix}:limits:{tier}:line:info"
 
     def bucket(self, tier: Tier | str, kind: str) -> str:
         """Hash {tokens, ts} of a token bucket: kind is rpm, itpm or otpm."""

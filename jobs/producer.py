@@ -19,12 +19,11 @@ from redis.commands.core import AsyncScript
 from jobs import telemetry
 from jobs.connections import aw
 from jobs.contract import Job
-from jobs.keys import JOB_FUNCTION
+from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
 from jobs.serialization import arq_job_payload
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER, Tier
 
-ARQ_JOB_PREFIX = "arq:job:"
 CHUNK = 500
 
 
