@@ -13,12 +13,16 @@ clock), so skewed or crashed workers cannot break a limit:
 * **Runtime limits** (``Keys.limits_config``, fields ``"<tier>:<kind>"``) overlay ``Settings.limits``;
   the scripts read them on every call, so a change applies to the very next admission.
 
-Releases and limit changes are published on ``Keys.limits_channel``; a waiting :meth:`TierGate.admit`
-wakes on them at once and otherwise polls (at most every ``max_poll_s``) for expiries and lost events.
-A release wakes one waiter per process (first come, first served), not all of them: a freed slot can
-admit one job, and waking every waiter of every process for it cost a Lua call each (the fleet's main
-CPU cost when tiers are saturated). A waiter that then gets a slot wakes the next one, so several slots
-freed at once (a reaped worker) are all taken; a limit change wakes everyone.
+**The line** (``Keys.line(tier)``, ``Keys.line_info(tier)``): a job that must wait joins one fleet-wide
+first-come-first-served line. A release hands the freed slot straight to the first live waiter in the same
+script (cooldown and buckets checked for it) and publishes ``grant:<tier>:<lease id>`` on
+``Keys.limits_channel``; the waiter's process starts the call without asking again. So a saturated tier
+costs one script per job to join the line and one to release, instead of every waiting process retrying
+on every release (the fleet's main CPU cost before), and no process's waiters can starve another's.
+Newcomers (the intake's try-once) are refused while anyone waits. Waiters still re-try every
+``max_poll_s``: that refreshes their place (a waiter that stops, e.g. its process died, drops out within
+``LINE_KEEP_MS``), picks up a grant whose event was lost, and takes slots freed by expiry or the reaper.
+Limit changes are published too and wake every waiter.
 
 Usage by the pipeline::
 
@@ -41,7 +45,6 @@ import logging
 import math
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,11 +68,16 @@ from jobs.tiers import TIER_ORDER, Tier
 
 log = logging.getLogger(__name__)
 
-Reason = Literal["cooldown", "concurrency", "rpm", "itpm", "otpm"]
+# "queued": a slot may be free, but jobs already wait for the tier and go first.
+Reason = Literal["cooldown", "concurrency", "queued", "rpm", "itpm", "otpm"]
 LimitKind = Literal["concurrency", "rpm", "itpm", "otpm"]
 LIMIT_KINDS: tuple[LimitKind, ...] = ("concurrency", "rpm", "itpm", "otpm")
 RATE_KINDS: tuple[LimitKind, ...] = ("rpm", "itpm", "otpm")
 UNLIMITED = "none"
+# How long a waiter keeps its place in the line without trying again; waiters try at least every
+# max_poll_s (and every COOLDOWN_POLL_S in a cooldown), well within it.
+LINE_KEEP_MS = 3000
+COOLDOWN_POLL_S = 1.0
 
 
 # --- Lua scripts -------------------------------------------------------------------------------------
@@ -368,12 +376,23 @@ class Admission:
         await self.abandon()
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """An ``admit`` call waiting in the line; ``wake`` resolves to "grant" (the slot is ours) or "retry"."""
+
+    tier: Tier
+    lease_id: str
+    est_input_tokens: int
+    est_output_tokens: int
+    wake: asyncio.Future[str]
+
+
 class TierGate:
     """Admission to tiers under the fleet-wide limits. One per process (one pubsub connection).
 
-    ``try_admit`` never waits (the intake queue's try-once); ``admit`` waits, woken by releases and limit
-    changes published on the channel, polling at most every ``max_poll_s`` for expiries. Without
-    :meth:`start` it still works, by polling only.
+    ``try_admit`` never waits (the intake queue's try-once); ``admit`` waits in the tier's line, woken by a
+    grant (a release handed it the slot) or a limit change, re-trying at most every ``max_poll_s``.
+    Without :meth:`start` it still works, by polling only.
     """
 
     def __init__(
@@ -392,8 +411,8 @@ class TierGate:
         self.lease_ttl_s = lease_ttl_s if lease_ttl_s is not None else settings.lease_ttl_s
         self.max_poll_s = max_poll_s
         self._scripts = _Scripts(redis)
-        # Waiters of admit(), oldest first; each is woken by resolving its future.
-        self._waiters: dict[Tier, deque[asyncio.Future[None]]] = {t: deque() for t in TIER_ORDER}
+        # This process's waiters in the line, by lease id (the id the slot is granted under).
+        self._waiting: dict[str, _Waiter] = {}
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._held: set[Admission] = set()
@@ -404,6 +423,10 @@ class TierGate:
 
     def _bucket_keys(self, tier: Tier) -> list[str]:
         return [self.keys.bucket(tier, kind) for kind in RATE_KINDS]
+
+    def waiting(self, tier: Tier) -> int:
+        """Jobs of this process waiting in the tier's line (then the tier is saturated fleet-wide)."""
+        return sum(1 for w in self._waiting.values() if w.tier == tier)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -435,61 +458,63 @@ class TierGate:
             try:
                 msg = await self._pubsub.get_message(timeout=1.0)
             except RedisError as e:
-                # get_message reconnects and resubscribes on the next call; events may have been
-                # missed meanwhile, so wake every waiter to re-check.
+                # get_message reconnects and resubscribes on the next call; grants may have been missed
+                # meanwhile, so every waiter re-tries (a granted one learns it from the script).
                 log.warning("limits channel error: %s", e)
-                self._wake_all()
+                self._wake(None)
                 await asyncio.sleep(0.5)
                 continue
             if msg is None or msg.get("type") != "message":
                 continue
-            event, _, tier = _text(msg["data"]).partition(":")
-            if tier not in Tier.__members__:
-                self._wake_all()
-            elif event == "release":
-                self._wake_one(Tier(tier))
+            event, _, rest = _text(msg["data"]).partition(":")
+            tier, _, lease_id = rest.partition(":")
+            if event == "grant":
+                self._granted(lease_id)
+            elif tier in Tier.__members__:
+                self._wake(Tier(tier))  # a limit change, or a slot freed that no waiter could take
             else:
-                self._wake_tier(Tier(tier))
+                self._wake(None)
 
-    def _wake_one(self, tier: Tier) -> None:
-        """Wake the oldest waiter of the tier (a freed slot admits one job)."""
-        waiters = self._waiters[tier]
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+    def _granted(self, lease_id: str) -> None:
+        w = self._waiting.get(lease_id)
+        if w is not None and not w.wake.done():
+            w.wake.set_result("grant")
 
-    def _wake_tier(self, tier: Tier) -> None:
-        # Waiters register before trying, so one trying while the event comes still sees the wake-up.
-        waiters, self._waiters[tier] = self._waiters[tier], deque()
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
-    def _wake_all(self) -> None:
-        for t in TIER_ORDER:
-            self._wake_tier(t)
+    def _wake(self, tier: Tier | None) -> None:
+        for w in self._waiting.values():
+            if (tier is None or w.tier == tier) and not w.wake.done():
+                w.wake.set_result("retry")
 
     # --- admission --------------------------------------------------------------------------------
 
     async def try_admit(
         self, tier: Tier, est_input_tokens: int, est_output_tokens: int
     ) -> Admission | Refusal:
-        """One atomic attempt: cooldown, a lease, and the rpm/itpm/otpm reservation, or a Refusal.
-        ``est_input_tokens`` should count what the API counts toward itpm: uncached input plus cache
-        writes (an over-estimate is refunded on release)."""
+        """One atomic attempt for a newcomer: cooldown, a lease, and the rpm/itpm/otpm reservation, or a
+        Refusal. ``est_input_tokens`` should count what the API counts toward itpm: uncached input plus
+        cache writes (an over-estimate is refunded on release). Refused without asking Redis while this
+        process has jobs waiting for the tier: they are ahead in the line."""
         tier = Tier(tier)
-        lim = self.settings.tier_limits(tier)
+        if self.waiting(tier):
+            return Refusal(tier, "queued", self.max_poll_s, 0, self.settings.tier_limits(tier).concurrency)
         lease_id = f"{self.owner}:{uuid.uuid4().hex[:16]}"
+        got = await self._acquire(tier, lease_id, est_input_tokens, est_output_tokens, keep_ms=0)
+        return got
+
+    async def _acquire(
+        self, tier: Tier, lease_id: str, est_in: int, est_out: int, keep_ms: int
+    ) -> Admission | Refusal:
+        lim = self.settings.tier_limits(tier)
         k = self.keys
+        est_in, est_out = max(0, est_in), max(0, est_out)
         res = await self._scripts.run(
             "lease_acquire",
-            [k.leases(tier), k.cooldown(tier), k.limits_config, *self._bucket_keys(tier)],
+            [k.leases(tier), k.cooldown(tier), k.limits_config, *self._bucket_keys(tier),
+             k.line(tier), k.line_info(tier)],
             [
                 str(tier), lease_id, self._ttl_ms,
                 lim.concurrency, _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm),
-                1, max(0, est_input_tokens), max(0, est_output_tokens),
+                1, est_in, est_out, keep_ms,
             ],
         )  # fmt: skip
         granted, reason, retry_ms, holders, limit = (
@@ -497,7 +522,10 @@ class TierGate:
         )  # fmt: skip
         if not granted:
             return Refusal(tier, cast(Reason, reason), retry_ms / 1000, holders, None if limit < 0 else limit)
-        adm = Admission(tier, lease_id, holders, max(0, est_input_tokens), max(0, est_output_tokens))
+        return self._hold(tier, lease_id, holders, est_in, est_out)
+
+    def _hold(self, tier: Tier, lease_id: str, holders: int, est_in: int, est_out: int) -> Admission:
+        adm = Admission(tier, lease_id, holders, est_in, est_out)
         adm._gate = self
         adm._renewer = asyncio.create_task(self._renew(adm), name=f"routeq-lease-{lease_id}")
         self._held.add(adm)
@@ -506,65 +534,49 @@ class TierGate:
     async def admit(
         self, tier: Tier, est_input_tokens: int, est_output_tokens: int, timeout_s: float | None = None
     ) -> Admission:
-        """Wait for admission; the Admission records ``wait_ms`` and ``waited_on`` (reasons seen, in
-        order). Raises :class:`AdmissionTimeout` after ``timeout_s``."""
+        """Wait for admission in the tier's line; the Admission records ``wait_ms`` and ``waited_on``
+        (reasons seen, in order). Raises :class:`AdmissionTimeout` after ``timeout_s``."""
         tier = Tier(tier)
         start = time.monotonic()
         deadline = None if timeout_s is None else start + timeout_s
         waited_on: list[Reason] = []
         loop = asyncio.get_running_loop()
-        woken = False
-        while True:
-            # Registered before trying: a release during the attempt still wakes us.
-            wake: asyncio.Future[None] = loop.create_future()
-            self._waiters[tier].append(wake)
-            try:
-                got = await self.try_admit(tier, est_input_tokens, est_output_tokens)
-            except BaseException:
-                self._forget_waiter(tier, wake, pass_on=True)
-                raise
-            if isinstance(got, Admission):
-                # Woken (before or while trying) and admitted: wake the next waiter too, in case more
-                # than one slot came free; it goes back to waiting if not.
-                self._forget_waiter(tier, wake, pass_on=False)
-                if woken or wake.done():
-                    self._wake_one(tier)
-                got.wait_ms = (time.monotonic() - start) * 1000
-                got.waited_on = tuple(waited_on)
-                return got
-            if got.reason not in waited_on:
-                waited_on.append(got.reason)
-            pause = got.retry_in_s
-            if got.reason != "cooldown":
-                # A release or limit change can end any other wait early; poll in case an event is lost.
-                pause = min(pause, self.max_poll_s)
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self._forget_waiter(tier, wake, pass_on=True)
-                    raise AdmissionTimeout(tier, time.monotonic() - start, got)
-                pause = min(pause, left)
-            woken = wake.done()
-            if not woken:
-                try:
-                    await asyncio.wait_for(asyncio.shield(wake), timeout=max(pause, 0.001))
-                    woken = True
-                except TimeoutError:
-                    pass
-                except BaseException:  # cancelled while waiting
-                    self._forget_waiter(tier, wake, pass_on=True)
-                    raise
-            self._forget_waiter(tier, wake, pass_on=False)
+        est_in, est_out = max(0, est_input_tokens), max(0, est_output_tokens)
+        w = _Waiter(tier, f"{self.owner}:{uuid.uuid4().hex[:16]}", est_in, est_out, loop.create_future())
+        self._waiting[w.lease_id] = w
+        got: Admission | Refusal | None = None
+        try:
+            while True:
+                if w.wake.done() and w.wake.result() == "grant":
+                    got = self._hold(tier, w.lease_id, 0, est_in, est_out)
+                else:
+                    w.wake = loop.create_future()  # a grant during the try below is seen by the script
+                    got = await self._acquire(tier, w.lease_id, est_in, est_out, keep_ms=LINE_KEEP_MS)
+                if isinstance(got, Admission):
+                    got.wait_ms = (time.monotonic() - start) * 1000
+                    got.waited_on = tuple(waited_on)
+                    return got
+                if got.reason not in waited_on:
+                    waited_on.append(got.reason)
+                pause = min(got.retry_in_s, COOLDOWN_POLL_S if got.reason == "cooldown" else self.max_poll_s)
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise AdmissionTimeout(tier, time.monotonic() - start, got)
+                    pause = min(pause, left)
+                if not w.wake.done():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(w.wake), timeout=max(pause, 0.001))
+        finally:
+            del self._waiting[w.lease_id]
+            if not isinstance(got, Admission):
+                # Gave up (timeout, cancelled, Redis error): leave the line, and hand on a slot granted
+                # to us meanwhile. Shielded: a cancelled waiter must still not strand a slot.
+                with contextlib.suppress(RedisError):
+                    await asyncio.shield(self._withdraw(w))
 
-    def _forget_waiter(self, tier: Tier, wake: asyncio.Future[None], pass_on: bool) -> None:
-        """Drop a waiter's registration; a wake-up it received but will not use goes to the next one."""
-        if wake.done():
-            if pass_on:
-                self._wake_one(tier)
-            return
-        wake.cancel()
-        with contextlib.suppress(ValueError):
-            self._waiters[tier].remove(wake)
+    async def _withdraw(self, w: _Waiter) -> None:
+        await self._release(w.tier, w.lease_id, (-1, -w.est_input_tokens, -w.est_output_tokens), True)
 
     async def cooldown(self, tier: Tier, seconds: float, reason: str) -> float:
         """Pause the tier fleet-wide for ``seconds`` (never shortening a longer running cooldown).
@@ -606,20 +618,26 @@ class TierGate:
 
     async def _settle_and_release(self, adm: Admission, itpm_used: int, otpm_used: int) -> None:
         self._held.discard(adm)
-        tier, k = adm.tier, self.keys
-        d_in, d_out = itpm_used - adm.est_input_tokens, otpm_used - adm.est_output_tokens
+        deltas = (0, itpm_used - adm.est_input_tokens, otpm_used - adm.est_output_tokens)
+        await self._release(adm.tier, adm.lease_id, deltas, False)
+
+    async def _release(self, tier: Tier, lease_id: str, deltas: tuple[int, int, int], withdraw: bool) -> None:
+        """Settle, free the lease and hand the slot to the first waiter, in one script."""
+        k = self.keys
         lim = self.settings.tier_limits(tier)
-        # Settle and release in one round trip (the settle is skipped in Lua when there is no difference).
-        removed = await self._scripts.run(
+        res = await self._scripts.run(
             "lease_settle_release",
-            [k.leases(tier), k.limits_config, *self._bucket_keys(tier)],
+            [k.leases(tier), k.limits_config, *self._bucket_keys(tier), k.cooldown(tier),
+             k.line(tier), k.line_info(tier)],
             [
-                adm.lease_id, k.limits_channel, f"release:{tier}", str(tier),
-                _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm), 0, d_in, d_out,
+                lease_id, k.limits_channel, str(tier),
+                _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm), *deltas,
+                lim.concurrency, self._ttl_ms, "withdraw" if withdraw else "",
             ],
         )  # fmt: skip
-        if int(removed):
-            self._wake_one(tier)  # a local waiter need not wait for the pubsub echo
+        granted = _text(res[1])
+        if granted:
+            self._granted(granted)  # ours: start now rather than on the pubsub echo
 
     async def take_tokens(
         self, tier: Tier, rpm: int = 0, itpm: int = 0, otpm: int = 0, settle: bool = False

@@ -1,42 +1,28 @@
--- Admission to a tier, atomically: cooldown -> concurrency lease -> rpm/itpm/otpm buckets.
--- Nothing changes unless everything passes, so a refusal never needs undoing (and never wakes anyone).
+-- Admission to a tier (see acquire() in limits_lib.lua), for a newcomer or for a waiter in the line.
+-- A waiter already granted a slot by a release (its grant event may have been lost) is told so; a waiter
+-- refused again keeps its place in the line and refreshes its deadline.
 --
 -- KEYS: 1 leases zset (lease id -> deadline ms), 2 cooldown, 3 limits config hash,
---       4 rpm bucket, 5 itpm bucket, 6 otpm bucket
+--       4 rpm bucket, 5 itpm bucket, 6 otpm bucket, 7 line zset, 8 line info hash
 -- ARGV: 1 tier, 2 lease id, 3 lease ttl ms,
 --       4..7 settings defaults for concurrency, rpm, itpm, otpm ("none" = unlimited),
---       8..10 amounts to reserve from rpm, itpm, otpm
--- Returns {granted 0|1, reason, retry ms, holders (after a grant), concurrency limit (-1 = none)}.
-local tier = ARGV[1]
+--       8..10 amounts to reserve from rpm, itpm, otpm,
+--       11 ms a waiter's place is kept without a new try (0 = a newcomer, who never joins the line)
+-- Returns {granted 0|1, reason, retry ms, holders, concurrency limit (-1 = none)}; reason "granted" when
+-- a release had already handed the slot over.
 local now = now_ms()
-
-local cool = redis.call('PTTL', KEYS[2])
-if cool > 0 then
-  return {0, 'cooldown', cool, 0, -1}
+local keep = tonumber(ARGV[11])
+local waiting = keep > 0
+if waiting and redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  line_leave(KEYS[7], KEYS[8], ARGV[2])
+  return {1, 'granted', 0, redis.call('ZCARD', KEYS[1]), limit_of(KEYS[3], ARGV[1], 'concurrency', ARGV[4]) or -1}
 end
-
--- Reap leases of holders that stopped renewing (crashed, SIGKILLed, partitioned).
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local holders = redis.call('ZCARD', KEYS[1])
-local limit = limit_of(KEYS[3], tier, 'concurrency', ARGV[4])
-if limit ~= nil and holders >= limit then
-  -- Without a release, the earliest deadline is when a slot frees at the latest.
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local retry = 1000
-  if first[2] then retry = math.max(1, tonumber(first[2]) - now) end
-  return {0, 'concurrency', retry, holders, limit}
+local res = acquire(KEYS, ARGV, waiting, now)
+if res[1] == 0 and waiting then
+  redis.call('ZADD', KEYS[7], 'NX', now, ARGV[2])
+  redis.call('HSET', KEYS[8], ARGV[2], (now + keep) .. '|' .. ARGV[9] .. '|' .. ARGV[10])
+  -- The info hash outlives any waiter only by the longest keep; a line nobody tends empties itself.
+  redis.call('PEXPIRE', KEYS[7], keep * 4)
+  redis.call('PEXPIRE', KEYS[8], keep * 4)
 end
-
-local caps = {
-  limit_of(KEYS[3], tier, 'rpm', ARGV[5]),
-  limit_of(KEYS[3], tier, 'itpm', ARGV[6]),
-  limit_of(KEYS[3], tier, 'otpm', ARGV[7]),
-}
-local amounts = {tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])}
-local wait, kind = buckets_take({KEYS[4], KEYS[5], KEYS[6]}, {'rpm', 'itpm', 'otpm'}, caps, amounts, now)
-if kind ~= nil then
-  return {0, kind, wait, holders, limit or -1}
-end
-
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
-return {1, '', 0, holders + 1, limit or -1}
+return res

@@ -1,21 +1,37 @@
--- Settle a tier's buckets with a call's actual usage, then give its lease back and wake waiters: what
--- bucket_take (mode "settle") followed by lease_release do, in one round trip.
--- KEYS: 1 leases zset, 2 limits config hash, 3 rpm bucket, 4 itpm bucket, 5 otpm bucket
--- ARGV: 1 lease id, 2 channel, 3 event payload, 4 tier,
---       5..7 settings defaults for rpm, itpm, otpm ("none" = unlimited), 8..10 deltas for rpm, itpm, otpm
--- Returns 1 if the lease was removed (then the event is published), 0 if it was already gone.
-local deltas = {tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])}
-if deltas[1] ~= 0 or deltas[2] ~= 0 or deltas[3] ~= 0 then
-  local tier = ARGV[4]
-  local caps = {
-    limit_of(KEYS[2], tier, 'rpm', ARGV[5]),
-    limit_of(KEYS[2], tier, 'itpm', ARGV[6]),
-    limit_of(KEYS[2], tier, 'otpm', ARGV[7]),
-  }
-  buckets_settle({KEYS[3], KEYS[4], KEYS[5]}, caps, deltas, now_ms())
-end
+-- Settle a tier's buckets with a call's actual usage, give its lease back, and hand the freed slot to
+-- the first live waiter in the line (if the cooldown and buckets let it in), all in one round trip.
+-- The grant is published as "grant:<tier>:<lease id>" so the waiter's process starts the call without
+-- asking again; a freed slot nobody could take is published as "release:<tier>".
+-- KEYS: 1 leases zset, 2 limits config hash, 3 rpm bucket, 4 itpm bucket, 5 otpm bucket,
+--       6 cooldown, 7 line zset, 8 line info hash
+-- ARGV: 1 lease id, 2 channel, 3 tier, 4..6 settings defaults for rpm, itpm, otpm ("none" = unlimited),
+--       7..9 deltas for rpm, itpm, otpm, 10 concurrency default, 11 lease ttl ms for the waiter's lease,
+--       12 "withdraw": a waiter giving up; it leaves the line, and settles (refunds) only a slot it was
+--       granted meanwhile (a finished call settles even when its lease was reaped: the call happened)
+-- Returns {1 if the lease was removed (0: already gone), lease id granted or ""}.
+local tier = ARGV[3]
+local now = now_ms()
+local withdraw = ARGV[12] == 'withdraw'
+if withdraw then line_leave(KEYS[7], KEYS[8], ARGV[1]) end
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-if removed == 1 then
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+local deltas = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])}
+if (removed == 1 or not withdraw) and (deltas[1] ~= 0 or deltas[2] ~= 0 or deltas[3] ~= 0) then
+  local caps = {
+    limit_of(KEYS[2], tier, 'rpm', ARGV[4]),
+    limit_of(KEYS[2], tier, 'itpm', ARGV[5]),
+    limit_of(KEYS[2], tier, 'otpm', ARGV[6]),
+  }
+  buckets_settle({KEYS[3], KEYS[4], KEYS[5]}, caps, deltas, now)
 end
-return removed
+if removed == 0 then return {0, ''} end
+local head, asks = line_head(KEYS[7], KEYS[8], now)
+if head == nil then return {1, ''} end
+local K = {KEYS[1], KEYS[6], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8]}
+local A = {tier, head, ARGV[11], ARGV[10], ARGV[4], ARGV[5], ARGV[6], 1, asks[1], asks[2]}
+local res = acquire(K, A, true, now)
+if res[1] == 1 then
+  redis.call('PUBLISH', ARGV[2], 'grant:' .. tier .. ':' .. head)
+  return {1, head}
+end
+redis.call('PUBLISH', ARGV[2], 'release:' .. tier)
+return {1, ''}

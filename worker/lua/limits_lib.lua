@@ -75,3 +75,71 @@ local function buckets_settle(keys, caps, deltas, now)
     end
   end
 end
+
+-- The fleet-wide line of waiters of a tier, first come first served. Zset lease id -> first-seen ms (the
+-- order) and hash lease id -> "deadline ms|itpm|otpm" (what the waiter asks for). A waiter refreshes its
+-- deadline on every try; one that stops trying (its process died, it gave up) expires and is dropped.
+local function line_entry(info_key, id, now)
+  local v = redis.call('HGET', info_key, id)
+  if not v then return nil end
+  local d, i, o = string.match(v, '^(%d+)|(%d+)|(%d+)$')
+  if d == nil or tonumber(d) < now then return nil end
+  return {tonumber(i), tonumber(o)}
+end
+
+local function line_leave(line_key, info_key, id)
+  redis.call('ZREM', line_key, id)
+  redis.call('HDEL', info_key, id)
+end
+
+-- The first live waiter (id, {itpm, otpm}), dropping expired ones on the way; nil if nobody waits.
+local function line_head(line_key, info_key, now)
+  while true do
+    local first = redis.call('ZRANGE', line_key, 0, 0)
+    if #first == 0 then return nil end
+    local asks = line_entry(info_key, first[1], now)
+    if asks then return first[1], asks end
+    line_leave(line_key, info_key, first[1])
+  end
+end
+
+-- Admission to a tier, atomically: cooldown -> concurrency lease -> rpm/itpm/otpm buckets. Nothing
+-- changes unless everything passes, so a refusal never needs undoing.
+-- K: {leases, cooldown, config, rpm bucket, itpm bucket, otpm bucket, line, line info}
+-- A: {tier, lease id, ttl ms, defaults for concurrency, rpm, itpm, otpm, amounts rpm, itpm, otpm}
+-- waiting: the caller is in the line (may go ahead of it); else a newcomer, refused while anyone waits.
+-- Returns {granted 0|1, reason, retry ms, holders (after a grant), concurrency limit (-1 = none)}.
+local function acquire(K, A, waiting, now)
+  local tier = A[1]
+  local cool = redis.call('PTTL', K[2])
+  if cool > 0 then
+    return {0, 'cooldown', cool, 0, -1}
+  end
+  -- Reap leases of holders that stopped renewing (crashed, SIGKILLed, partitioned).
+  redis.call('ZREMRANGEBYSCORE', K[1], '-inf', now)
+  local holders = redis.call('ZCARD', K[1])
+  local limit = limit_of(K[3], tier, 'concurrency', A[4])
+  if limit ~= nil and holders >= limit then
+    -- Without a release, the earliest deadline is when a slot frees at the latest.
+    local first = redis.call('ZRANGE', K[1], 0, 0, 'WITHSCORES')
+    local retry = 1000
+    if first[2] then retry = math.max(1, tonumber(first[2]) - now) end
+    return {0, 'concurrency', retry, holders, limit}
+  end
+  if not waiting and line_head(K[7], K[8], now) ~= nil then
+    return {0, 'queued', 100, holders, limit or -1}
+  end
+  local caps = {
+    limit_of(K[3], tier, 'rpm', A[5]),
+    limit_of(K[3], tier, 'itpm', A[6]),
+    limit_of(K[3], tier, 'otpm', A[7]),
+  }
+  local amounts = {tonumber(A[8]), tonumber(A[9]), tonumber(A[10])}
+  local wait, kind = buckets_take({K[4], K[5], K[6]}, {'rpm', 'itpm', 'otpm'}, caps, amounts, now)
+  if kind ~= nil then
+    return {0, kind, wait, holders, limit or -1}
+  end
+  redis.call('ZADD', K[1], now + tonumber(A[3]), A[2])
+  if waiting then line_leave(K[7], K[8], A[2]) end
+  return {1, '', 0, holders + 1, limit or -1}
+end
