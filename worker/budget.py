@@ -25,6 +25,7 @@ from redis.commands.core import AsyncScript
 
 from jobs.keys import Keys
 from jobs.results import PICO, pico_to_usd
+from worker.scripts import WriteBatch
 
 Scope = Literal["tenant", "batch"]
 SCOPES: Final[tuple[Scope, ...]] = ("tenant", "batch")
@@ -213,6 +214,17 @@ class Budgets:
             keys=self._keys(r.tenant, r.batch), args=[str(actual_pusd), r.token, self._ttl_ms]
         )
         return _text(reply[0]) == "ok"
+
+    def settle_into(self, batch: WriteBatch, reservation: Reservation, actual_pusd: int) -> None:
+        """:meth:`settle` queued in ``batch`` (idempotent per token, so a re-sent batch settles once)."""
+        if actual_pusd < 0:
+            raise ValueError("actual_pusd must be >= 0")
+        r = reservation
+        batch.script(
+            self._script("budget_settle"),
+            self._keys(r.tenant, r.batch),
+            [str(actual_pusd), r.token, self._ttl_ms],
+        )
 
     async def release(self, reservation: Reservation) -> bool:
         """Free the reservation without cost. False if already settled/released or never reserved."""

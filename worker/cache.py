@@ -41,7 +41,7 @@ from jobs.catalog import ModelSpec
 from jobs.contract import Job
 from jobs.keys import Keys
 from worker.pricing import PICO_PER_TOKEN_PER_RATE
-from worker.scripts import Scripts
+from worker.scripts import Scripts, WriteBatch
 
 Ttl = Literal["5m", "1h"]
 TTL_SECONDS: dict[Ttl, float] = {"5m": 300.0, "1h": 3600.0}
@@ -273,6 +273,7 @@ class CacheWarmer:
         lock_ttl_s: float | None = None,
         poll_s: float = 0.05,
     ) -> None:
+        self._redis = redis
         self._scripts = Scripts(redis)
         self._keys = keys
         self.wait_s = wait_s
@@ -314,8 +315,22 @@ class CacheWarmer:
         API's TTL refresh on hits. ``age_s``: seconds since the request was sent; the API started the
         entry's TTL then, so the marker must not outlive it.
         """
+        batch = WriteBatch(self._redis)
+        self.mark_warm_into(batch, prefix_hash, ttl_s, token=token, age_s=age_s)
+        await batch.execute()
+
+    def mark_warm_into(
+        self,
+        batch: WriteBatch,
+        prefix_hash: str,
+        ttl_s: float,
+        *,
+        token: str | None = None,
+        age_s: float = 0.0,
+    ) -> None:
+        """:meth:`mark_warm` queued in ``batch`` (setting the marker and freeing our lock are idempotent)."""
         tok = self._take_token(prefix_hash, token) or ""
-        await self._scripts["cache_mark"](keys=self._ks(prefix_hash), args=[_ms(ttl_s - age_s), tok])
+        batch.script(self._scripts["cache_mark"], self._ks(prefix_hash), [_ms(ttl_s - age_s), tok])
 
     async def abandon(self, prefix_hash: str, *, token: str | None = None) -> None:
         """The leader's call failed: free the lock at once so a follower can lead."""

@@ -65,6 +65,7 @@ from jobs.keys import Keys
 from jobs.results import Usage
 from jobs.settings import Settings, TierLimits
 from jobs.tiers import TIER_ORDER, Tier
+from worker.scripts import WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,14 @@ class _Scripts:
         self._redis = redis
         self._cache: dict[str, AsyncScript] = {}
 
-    async def run(self, name: str, keys: list[str], args: list[str | int | float]) -> Any:
+    def get(self, name: str) -> AsyncScript:
         script = self._cache.get(name)
         if script is None:
             script = self._cache[name] = self._redis.register_script(_script_source(name))
-        return await script(keys=keys, args=args)
+        return script
+
+    async def run(self, name: str, keys: list[str], args: list[str | int | float]) -> Any:
+        return await self.get(name)(keys=keys, args=args)
 
 
 def _text(v: Any) -> str:
@@ -352,6 +356,17 @@ class Admission:
             usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens
         )
 
+    def release_usage_into(self, batch: WriteBatch, usage: Usage) -> None:
+        """:meth:`release_usage` queued in ``batch``, with the other writes that end a call."""
+        if self._released:
+            return
+        self._released = True
+        if self._renewer is not None:
+            self._renewer.cancel()
+        if self._gate is not None:
+            itpm = usage.input_tokens + usage.cache_write_tokens
+            self._gate._release_into(batch, self, itpm, usage.output_tokens)
+
     async def abandon(self) -> None:
         """Free the slot keeping the reservation charged (usage unknown, e.g. the call raised)."""
         await self._finish(self.est_input_tokens, self.est_output_tokens)
@@ -575,9 +590,6 @@ class TierGate:
                 with contextlib.suppress(RedisError):
                     await asyncio.shield(self._withdraw(w))
 
-    async def _withdraw(self, w: _Waiter) -> None:
-        await self._release(w.tier, w.lease_id, (-1, -w.est_input_tokens, -w.est_output_tokens), True)
-
     async def cooldown(self, tier: Tier, seconds: float, reason: str) -> float:
         """Pause the tier fleet-wide for ``seconds`` (never shortening a longer running cooldown).
         Returns the cooldown now remaining, in seconds."""
@@ -617,16 +629,28 @@ class TierGate:
             last_ok = time.monotonic()
 
     async def _settle_and_release(self, adm: Admission, itpm_used: int, otpm_used: int) -> None:
+        batch = WriteBatch(self.redis)
+        self._release_into(batch, adm, itpm_used, otpm_used)
+        await batch.execute()
+
+    def _release_into(self, batch: WriteBatch, adm: Admission, itpm_used: int, otpm_used: int) -> None:
         self._held.discard(adm)
         deltas = (0, itpm_used - adm.est_input_tokens, otpm_used - adm.est_output_tokens)
-        await self._release(adm.tier, adm.lease_id, deltas, False)
+        self._queue_release(batch, adm.tier, adm.lease_id, deltas, False)
 
-    async def _release(self, tier: Tier, lease_id: str, deltas: tuple[int, int, int], withdraw: bool) -> None:
+    async def _withdraw(self, w: _Waiter) -> None:
+        batch = WriteBatch(self.redis)
+        self._queue_release(batch, w.tier, w.lease_id, (-1, -w.est_input_tokens, -w.est_output_tokens), True)
+        await batch.execute()
+
+    def _queue_release(
+        self, batch: WriteBatch, tier: Tier, lease_id: str, deltas: tuple[int, int, int], withdraw: bool
+    ) -> None:
         """Settle, free the lease and hand the slot to the first waiter, in one script."""
         k = self.keys
         lim = self.settings.tier_limits(tier)
-        res = await self._scripts.run(
-            "lease_settle_release",
+        batch.script(
+            self._scripts.get("lease_settle_release"),
             [k.leases(tier), k.limits_config, *self._bucket_keys(tier), k.cooldown(tier),
              k.line(tier), k.line_info(tier)],
             [
@@ -634,8 +658,11 @@ class TierGate:
                 _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm), *deltas,
                 lim.concurrency, self._ttl_ms, "withdraw" if withdraw else "",
             ],
+            then=self._on_released,
         )  # fmt: skip
-        granted = _text(res[1])
+
+    def _on_released(self, reply: Any) -> None:
+        granted = _text(reply[1])
         if granted:
             self._granted(granted)  # ours: start now rather than on the pubsub echo
 

@@ -33,7 +33,9 @@ from worker.checks import check_answer
 from worker.limits import Admission, AdmissionTimeout, Refusal
 from worker.llm import CallResult, call
 from worker.runtime import Runtime
+from worker.scripts import WriteBatch
 from worker.shadow import maybe_shadow
+from worker.store import persist
 
 log = logging.getLogger("routeq.pipeline")
 
@@ -217,17 +219,19 @@ class JobRun:
                     tier, overloads = Tier(tier.next_up() or tier), 0
                     continue
                 return await self.finish_failed(route, fault.kind, action.message)
-            # --- a paid answer -------------------------------------------------------------------
-            await admission.release_usage(res.usage)
+            # --- a paid answer: free the slot, settle, mark the cache, save; one round trip ----------
+            writes = WriteBatch(self.rt.redis)
+            admission.release_usage_into(writes, res.usage)
             if reservation is not None:
-                await self.rt.budgets.settle(reservation, cost.total_pusd)
+                self.rt.budgets.settle_into(writes, reservation, cost.total_pusd)
             used_cache = bool(res.usage.cache_write_tokens or res.usage.cache_read_tokens)
             if ttl and plan.warm_hash and (used_cache or leader is not None):
                 # Leader or not: mirror the API's TTL refresh on every use of the prefix. A leader whose
                 # answer cached nothing (the API's real count or minimum differs from our estimate)
                 # marks it too: nothing is there to wait for, and handing the lead on would serialise
                 # every follower behind one full call each.
-                await self.rt.warmer.mark_warm(
+                self.rt.warmer.mark_warm_into(
+                    writes,
                     plan.warm_hash,
                     TTL_SECONDS[ttl],
                     token=leader.token if leader else None,
@@ -253,7 +257,12 @@ class JobRun:
                 error=f"answer failed checks: {', '.join(failures)}" if failures else None,
                 error_type="check_failed" if failures else None,
             )
-            await self.save(attempt, {"text": res.text, "stop_reason": res.stop_reason})
+            self.rt.store.save_attempt_into(
+                writes, self.job_id, attempt, {"text": res.text, "stop_reason": res.stop_reason}
+            )
+            await persist("answer", writes.execute)  # losing it would mean paying for the call again
+            self.attempts.append(attempt)
+            self.rt.metrics.observe_attempt(attempt, self.job.tags.tenant)
             if (
                 failures
                 and self.s.escalation

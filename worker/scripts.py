@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 
 @cache
@@ -24,3 +27,41 @@ class Scripts:
         if s is None:
             s = self._loaded[name] = self._redis.register_script(source(name))
         return s
+
+
+Reply = Callable[[Any], None]
+
+
+class WriteBatch:
+    """Writes of several modules in one round trip: the scripts a finished call runs (free the slot, settle
+    the budget, mark the cache warm, save the attempt) were a round trip each, ~0.3 ms of CPU apiece.
+
+    A non-transactional pipeline of EVALSHAs; a script Redis does not know yet (NOSCRIPT: first use, or
+    a restarted Redis) is loaded and run again on its own, since a NOSCRIPT reply means it did not run.
+    Every script put in a batch must be idempotent: after a lost connection the whole batch is re-sent.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._ops: list[tuple[AsyncScript, list[Any], list[Any], Reply | None]] = []
+
+    def script(
+        self, script: AsyncScript, keys: list[Any], args: list[Any], then: Reply | None = None
+    ) -> None:
+        """Queue a script; ``then`` gets its reply after :meth:`execute`."""
+        self._ops.append((script, keys, args, then))
+
+    async def execute(self) -> None:
+        if not self._ops:
+            return
+        async with self._redis.pipeline(transaction=False) as p:
+            for script, keys, args, _ in self._ops:
+                p.evalsha(script.sha, len(keys), *keys, *args)
+            replies = await p.execute(raise_on_error=False)
+        for (script, keys, args, then), reply in zip(self._ops, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                reply = await script(keys=keys, args=args)
+            elif isinstance(reply, Exception):
+                raise reply
+            if then is not None:
+                then(reply)

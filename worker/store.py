@@ -21,7 +21,7 @@ from jobs.contract import Job
 from jobs.keys import Keys
 from jobs.results import Attempt, JobResult, aggregate_increments
 from jobs.settings import Settings
-from worker.scripts import Scripts
+from worker.scripts import Scripts, WriteBatch
 
 log = logging.getLogger("routeq.store")
 
@@ -80,18 +80,25 @@ class Store:
         return attempts, paid
 
     async def save_attempt(self, job_id: str, attempt: Attempt, answer: dict[str, Any] | None = None) -> None:
+        batch = WriteBatch(self.redis)
+        self.save_attempt_into(batch, job_id, attempt, answer)
+        await persist("save_attempt", batch.execute)
+
+    def save_attempt_into(
+        self, batch: WriteBatch, job_id: str, attempt: Attempt, answer: dict[str, Any] | None = None
+    ) -> None:
+        """Queue the attempt record (and its paid answer) in ``batch``; written once even if re-sent."""
         ttl = self.settings.job_expiry_s + self.settings.result_ttl_s
-
-        async def write() -> None:
-            async with self.redis.pipeline(transaction=True) as p:
-                p.rpush(self.keys.attempts(job_id), attempt.model_dump_json())
-                p.expire(self.keys.attempts(job_id), ttl)
-                if answer is not None:
-                    p.hset(self.keys.paid(job_id), str(attempt.n), orjson.dumps(answer).decode())
-                    p.expire(self.keys.paid(job_id), ttl)
-                await p.execute()
-
-        await persist("save_attempt", write)
+        batch.script(
+            self.scripts["attempt_save"],
+            [self.keys.attempts(job_id), self.keys.paid(job_id)],
+            [
+                attempt.n,
+                attempt.model_dump_json(),
+                orjson.dumps(answer).decode() if answer is not None else "",
+                ttl,
+            ],
+        )
 
     async def record(self, result: JobResult, dead_cause: dict[str, Any] | None = None) -> bool:
         """Write the final outcome; False when it was already recorded (a duplicate run)."""
