@@ -541,7 +541,7 @@ async def test_a_waiter_that_gives_up_leaves_the_line_and_strands_no_slot(
 async def test_a_grant_whose_event_is_lost_is_found_by_the_next_try(gates: GateFactory, redis: Redis) -> None:
     settings = make_settings(concurrency=1)
     a = await gates(settings)
-    b = await gates(settings, start=False, max_poll_s=0.2)  # no pubsub: never hears the grant
+    b = await gates(settings, start=False, line_poll_s=0.2)  # no pubsub: never hears the grant
     held = await admitted(await a.try_admit(T, 1, 1))
     waiter = asyncio.create_task(b.admit(T, 1, 1, timeout_s=5))
     while not await redis.zcard(KEYS.line(T)):
