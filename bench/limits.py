@@ -114,17 +114,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     ceiling = sum(LIMITS.values()) / lat_s
     with Procs() as procs:
         r = procs.redis()
-        s = settings_for(r.url)
+        url = r.unix_url if args.redis == "unix" else r.url
+        s = settings_for(url)
         models = {s.model_for(t): {"max_concurrency": n} for t, n in LIMITS.items()}
         cfg = procs.temp_file(api_config(models))
         api_url = procs.api("--latency-ms", str(args.latency_ms), "--config", cfg)
         env = worker_env(
-            r.url,
+            url,
             api_url,
             ROUTEQ_LEARNED_ROUTER="false",
             **{f"ROUTEQ_LIMITS__{t.value.upper()}__CONCURRENCY": str(n) for t, n in LIMITS.items()},
         )
-        redis = Redis.from_url(r.url)
+        redis = Redis.from_url(url)
         kids = procs.workers(args.workers, env)
         startup_s = await wait_workers(redis, s, args.workers)
         pids = [k.proc.pid for k in kids] + [procs.children[0].proc.pid]  # workers + the stand-in
@@ -188,6 +189,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "bench": "limits",
         "workers": args.workers,
+        "redis": args.redis,
         "latency_ms": args.latency_ms,
         "limits": {t.value: n for t, n in LIMITS.items()},
         "worker_startup_s": round(startup_s, 1),
@@ -219,4 +221,10 @@ if __name__ == "__main__":
     ap.add_argument("--latency-ms", type=float, default=200.0)
     ap.add_argument("--jobs", type=int, default=800)
     ap.add_argument("--hol", type=int, default=500)
+    ap.add_argument(
+        "--redis",
+        choices=("tcp", "unix"),
+        default="tcp",
+        help="how everything reaches Redis: loopback TCP, or its Unix socket (one-host deployments)",
+    )
     print(emit(asyncio.run(main(ap.parse_args()))))

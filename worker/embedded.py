@@ -79,6 +79,16 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.dir, "redis.sock")
+
+    @property
+    def unix_url(self) -> str:
+        """The same server over its Unix socket: clients on this host skip loopback TCP, which cost a
+        worker ~0.1 ms of CPU per round trip here (the kernel delivers to Redis in the sender's time)."""
+        return f"unix://{self.socket_path}?db=0"
+
     def start(self) -> EmbeddedRedis:
         args = [
             redis_server_binary(),
@@ -86,6 +96,10 @@ class EmbeddedRedis:
             str(self.port),
             "--bind",
             "127.0.0.1",
+            "--unixsocket",
+            self.socket_path,
+            "--unixsocketperm",
+            "700",
             "--dir",
             self.dir,
             "--save",
