@@ -165,6 +165,8 @@ class JobRun:
         overloads = 0
         errors = sum(1 for a in self.attempts if a.status == "error")
         while True:
+            if self.parked is None and self.rt.gate.waiting(tier):
+                await self.park(tier)  # saturated (jobs of ours wait in its line): no need to plan first
             plan, ttl = await self.plan(tier)
             leader = await self.warm_up(tier, plan, ttl)
             try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from functools import cache
 
 from jobs.catalog import ModelSpec, PriceBand, PriceEntry
 from jobs.results import Cost, Usage
@@ -40,11 +41,25 @@ def _factor(entry: PriceEntry, batch: bool) -> Decimal:
 
 
 def _line(tokens: int, rate: Decimal, factor: Decimal) -> int:
+    if not tokens:
+        return 0
+    per_token = _pusd_per_token(rate, factor)
+    if per_token is not None:
+        return tokens * per_token  # an integer price per token: exact without Decimal
     # 60 digits: tokens (<=1e12) * rate * 1e6 stays exact, so the only rounding is the final one.
     with localcontext() as ctx:
         ctx.prec = 60
         exact = Decimal(tokens) * rate * PICO_PER_TOKEN_PER_RATE * factor
         return int(exact.to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+@cache
+def _pusd_per_token(rate: Decimal, factor: Decimal) -> int | None:
+    """pico-USD per token when that is a whole number (every list price so far), else None."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        exact = rate * PICO_PER_TOKEN_PER_RATE * factor
+    return int(exact) if exact == exact.to_integral_value() else None
 
 
 def price_call(spec: ModelSpec, usage: Usage, day: dt.date, batch: bool = False) -> Cost:
