@@ -5,6 +5,8 @@
 (a) bare arq: ``arq.Worker`` processes running a no-op async function; jobs enqueued with
     ``create_pool().enqueue_job`` in a loop. Same worker count, poll delay, ``max_jobs`` (routeq's intake
     default, 64) and ``keep_result=0`` as routeq.
+(a') the same bare arq workers running only the model call each routeq job makes (the official SDK, one
+    ``messages.create`` to the stand-in): the floor any worker that calls the API pays on this machine.
 (b) routeq: the same number of jobs through ``routeq worker`` processes (default settings: learned router,
     limits, caching layout, results and aggregates) against the stand-in API at 0 latency; jobs enqueued
     with the bulk ``Producer.enqueue``.
@@ -60,13 +62,28 @@ async def noop(ctx: dict[str, Any], i: int) -> None:
     return None
 
 
-def run_arq_worker(url: str, poll_delay: float) -> None:
+async def sdk_call(ctx: dict[str, Any], i: int) -> None:
+    """The one thing routeq must do per job that a no-op does not: the model call through the SDK."""
+    await ctx["client"].messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=256,
+        messages=[{"role": "user", "content": f"ovh ticket {i}: my order is late"}],
+    )
+
+
+def run_arq_worker(url: str, poll_delay: float, api_url: str | None) -> None:
     from arq.connections import RedisSettings
     from arq.worker import Worker
 
+    async def startup(ctx: dict[str, Any]) -> None:
+        from anthropic import AsyncAnthropic
+
+        ctx["client"] = AsyncAnthropic(api_key="sk-bench", base_url=api_url, max_retries=0)
+
     async def main() -> None:
         w = Worker(
-            [noop],
+            [sdk_call if api_url else noop],
+            on_startup=startup if api_url else None,
             queue_name=ARQ_QUEUE,
             redis_settings=RedisSettings.from_dsn(url),
             poll_delay=poll_delay,
@@ -114,17 +131,23 @@ async def arq_finished(redis: Redis, n: int) -> int:
     return n - left
 
 
-async def phase_arq(procs: Procs, url: str, n: int, workers: int, poll: float) -> dict[str, Any]:
+async def phase_arq(
+    procs: Procs, url: str, n: int, workers: int, poll: float, api_url: str | None = None
+) -> dict[str, Any]:
+    """Bare arq: a no-op function, or (``api_url``) just the SDK call each routeq job makes."""
     from arq.connections import RedisSettings, create_pool
 
     pool = await create_pool(RedisSettings.from_dsn(url))
     t0 = time.perf_counter()
     for i in range(n):
-        await pool.enqueue_job("noop", i, _queue_name=ARQ_QUEUE)
+        await pool.enqueue_job("sdk_call" if api_url else "noop", i, _queue_name=ARQ_QUEUE)
     enqueue_s = time.perf_counter() - t0
     await pool.aclose()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, __file__, "--_arq-worker", url, "--poll-delay", str(poll)]
+    if api_url:
+        argv += ["--api", api_url]
+
     redis = Redis.from_url(url)
     cmds0 = await command_counts(redis)
     kids = [procs.spawn(argv, env, f"arq-{i}") for i in range(workers)]
@@ -311,6 +334,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         api_url = procs.api("--latency-ms", "0")
         enq_only = await phase_enqueue(r.url, args.jobs, args.enqueue_reps)
         arq_res = await phase_arq(procs, r.url, args.jobs, args.workers, args.poll_delay)
+        arq_sdk = await phase_arq(procs, r.url, args.jobs, args.workers, args.poll_delay, api_url)
         rq = await phase_routeq(procs, r.url, api_url, args.jobs, args.workers, args.poll_delay)
         prof = None
         if args.profile_jobs:
@@ -318,6 +342,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 procs, r.url, api_url, args.profile_jobs, args.poll_delay, args.profile_out
             )
     ratio = rq["jobs_per_s_steady"] / arq_res["jobs_per_s_steady"] if arq_res["jobs_per_s_steady"] else None
+    sdk_ratio = (
+        rq["jobs_per_s_steady"] / arq_sdk["jobs_per_s_steady"] if arq_sdk["jobs_per_s_steady"] else None
+    )
     enq = arq_res["enqueue_s"] / rq["enqueue_s"] if rq["enqueue_s"] else None
     return {
         "bench": "overhead",
@@ -325,9 +352,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "poll_delay_s": args.poll_delay,
         "arq_noop": arq_res,
+        "arq_sdk_call": arq_sdk,
         "routeq": rq,
         "throughput_ratio_routeq_over_arq": round(ratio, 3) if ratio else None,
         "throughput_target": 0.8,
+        # routeq against arq doing only the model call: what routing, limits, caching and records cost
+        "throughput_ratio_routeq_over_arq_sdk_call": round(sdk_ratio, 3) if sdk_ratio else None,
         "enqueue_speedup_bulk_over_arq_loop": round(enq, 1) if enq else None,
         "enqueue_only": enq_only,
         "enqueue_target": 10,
@@ -340,8 +370,9 @@ if __name__ == "__main__":
         p = argparse.ArgumentParser()
         p.add_argument("--_arq-worker", dest="url")
         p.add_argument("--poll-delay", type=float)
+        p.add_argument("--api")
         a = p.parse_args()
-        run_arq_worker(a.url, a.poll_delay)
+        run_arq_worker(a.url, a.poll_delay, a.api)
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--_profiled-worker":
         run_profiled_worker(sys.argv[2])
