@@ -127,6 +127,12 @@ class Keys:
         """Hash {cap, spent, reserved} in pico-USD for scope tenant|batch."""
         return f"{self.prefix}:budget:{scope}:{name}"
 
+    @property
+    def budget_capped(self) -> str:
+        """Set of "<scope>:<name>" that have a cap (plus a marker once it lists all of them): workers
+        reserve before a call only in capped scopes."""
+        return f"{self.prefix}:budget-capped"
+
     # --- worker liveness (worker/recovery.py) -----------------------------------------------
     @property
     def recovery_owners(self) -> str:

@@ -14,8 +14,18 @@ from redis.asyncio import Redis
 
 from jobs.keys import Keys
 from jobs.results import PICO
-from worker.budget import BudgetRefusal, Budgets, Reservation, fmt_usd, token_for, tokens_key, usd_to_pusd
+from worker.budget import (
+    CAPS_REFRESH_S,
+    BudgetRefusal,
+    Budgets,
+    Reservation,
+    fmt_usd,
+    token_for,
+    tokens_key,
+    usd_to_pusd,
+)
 from worker.budget_cli import add_budget_commands
+from worker.scripts import WriteBatch
 
 KEYS = Keys("rqtest")
 CENT = PICO // 100
@@ -306,3 +316,46 @@ def test_cli_rejects_bad_input(monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
     monkeypatch.chdir("/")  # no .env file with a Redis URL
     assert run_cli(["budget", "show"]) == 2
     assert "no Redis configured" in capsys.readouterr().err
+
+
+# --- reserving only where a cap applies -------------------------------------------------------------
+
+
+async def test_uncapped_scopes_skip_the_reservation_but_count_the_spend(redis: Redis) -> None:
+    b = Budgets(redis, KEYS)
+    r = await b.reserve_if_capped("acme", "b1", 5 * CENT, token_for("job1", 1))
+    assert isinstance(r, Reservation) and not r.held
+    assert (await b.get("tenant", "acme"))["reserved_pusd"] == 0
+    assert await b.release(r)  # nothing held: nothing to free
+    batch = WriteBatch(redis)
+    b.settle_into(batch, r, 2 * CENT)
+    await batch.execute()
+    await batch.execute()  # re-sent after a lost reply: charged once
+    for scope, name in (("tenant", "acme"), ("batch", "b1")):
+        got = await b.get(scope, name)
+        assert got["spent_pusd"] == 2 * CENT and got["reserved_pusd"] == 0
+
+
+async def test_a_cap_set_at_runtime_binds_within_the_refresh(redis: Redis) -> None:
+    worker, admin = Budgets(redis, KEYS), Budgets(redis, KEYS)
+    assert not await worker.capped("acme", "b1")
+    await admin.set_cap("batch", "b1", Decimal("0.10"))
+    await asyncio.sleep(CAPS_REFRESH_S + 0.05)
+    assert await worker.capped("acme", "b1") and not await worker.capped("acme", "other")
+    held = await worker.reserve_if_capped("acme", "b1", 8 * CENT, "t1")
+    assert isinstance(held, Reservation) and held.held
+    refused = await worker.reserve_if_capped("acme", "b1", 8 * CENT, "t2")
+    assert isinstance(refused, BudgetRefusal) and refused.scope == "batch"
+    await admin.set_cap("batch", "b1", None)
+    await asyncio.sleep(CAPS_REFRESH_S + 0.05)
+    assert not await worker.capped("acme", "b1")
+
+
+async def test_caps_set_before_the_index_existed_are_found(redis: Redis) -> None:
+    # A cap written by an older routeq: the hash has it, the index does not exist yet.
+    await redis.hset(KEYS.budget("tenant", "legacy"), "cap", str(CENT))  # type: ignore[misc]
+    b = Budgets(redis, KEYS)
+    assert await b.capped("legacy", "any")
+    assert not await b.capped("someone-else", "any")
+    refused = await b.reserve_if_capped("legacy", "any", 2 * CENT, "t1")
+    assert isinstance(refused, BudgetRefusal) and refused.scope == "tenant"

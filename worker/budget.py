@@ -10,10 +10,19 @@ State (all integers in pico-USD): ``Keys.budget(scope, name)`` is a hash ``{cap,
 (no ``cap`` field = unlimited). A per-batch token hash maps ``token -> R:<amount> | S | X`` (reserved,
 settled, released) so reserve, settle and release are each idempotent per token (job id + attempt): a job
 re-run after a crash never reserves or settles twice.
+
+Only capped scopes need a reservation. ``Keys.budget_capped`` lists the scopes with a cap; a worker reads
+it at most once a second (``CAPS_REFRESH_S``) and, for a job whose tenant and batch have none, skips the
+reservation (a round trip on the path from a granted slot to the call) and charges the actual cost after
+the call with the same idempotent settle. So spend is still counted everywhere, and a cap set at runtime
+binds calls admitted from a second later; only calls already in flight then can go past it. Caps set
+before the index existed are found by a one-off SCAN (until then every call reserves, as before).
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from functools import cache
@@ -30,6 +39,9 @@ from worker.scripts import WriteBatch
 Scope = Literal["tenant", "batch"]
 SCOPES: Final[tuple[Scope, ...]] = ("tenant", "batch")
 DEFAULT_TOKEN_TTL_S: Final = 7 * 86400
+CAPS_REFRESH_S: Final = 1.0
+# Member of Keys.budget_capped saying the set lists every capped scope (it was built or rebuilt).
+CAPS_COMPLETE: Final = "~complete"
 
 
 @cache
@@ -74,6 +86,8 @@ class Reservation:
     batch: str
     amount_pusd: int
     token: str
+    # False: no cap on either scope, nothing was held; settling charges the cost all the same.
+    held: bool = True
 
     @property
     def refused(self) -> bool:
@@ -122,6 +136,9 @@ class Budgets:
         self.keys = keys
         self._ttl_ms = str(int(token_ttl_s * 1000))
         self._scripts: dict[str, AsyncScript] = {}
+        self._capped: frozenset[str] = frozenset()
+        self._capped_complete = False
+        self._capped_at = -CAPS_REFRESH_S
 
     def _script(self, name: str) -> AsyncScript:
         script = self._scripts.get(name)
@@ -140,11 +157,15 @@ class Budgets:
         """Set (``usd``) or remove (``None``) a cap. Lowering it below spend refuses new calls only."""
         key = self.keys.budget(_check_scope(scope), name)
         if usd is None:
-            await self.redis.hdel(key, "cap")  # type: ignore[misc]
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(key, "cap")
+                pipe.srem(self.keys.budget_capped, f"{scope}:{name}")
+                await pipe.execute()
             return
         pusd = usd_to_pusd(usd)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, "cap", str(pusd))
+            pipe.sadd(self.keys.budget_capped, f"{scope}:{name}")
             if scope == "batch":  # batch budgets age out with the batch; tenant budgets are configuration
                 pipe.pexpire(key, int(self._ttl_ms))
             await pipe.execute()
@@ -170,6 +191,39 @@ class Budgets:
         prefix = self.keys.budget(_check_scope(scope), "")
         found = {_text(k)[len(prefix) :] async for k in self.redis.scan_iter(match=prefix + "*", count=500)}
         return sorted(found)
+
+    async def capped(self, tenant: str, batch: str) -> bool:
+        """Whether either scope has a cap (as of at most ``CAPS_REFRESH_S`` ago); True when unsure."""
+        now = time.monotonic()
+        if now - self._capped_at >= CAPS_REFRESH_S:
+            members = {_text(m) for m in await self.redis.smembers(self.keys.budget_capped)}  # type: ignore[misc]
+            if CAPS_COMPLETE not in members:
+                members = await self._index_caps()
+            self._capped, self._capped_complete = frozenset(members), CAPS_COMPLETE in members
+            self._capped_at = now
+        if not self._capped_complete:
+            return True
+        return f"tenant:{tenant}" in self._capped or f"batch:{batch}" in self._capped
+
+    async def _index_caps(self) -> set[str]:
+        """Build Keys.budget_capped from the budget hashes (caps set before the index existed)."""
+        found = {CAPS_COMPLETE}
+        for scope in SCOPES:
+            for name in await self.names(scope):
+                if await self.redis.hexists(self.keys.budget(scope, name), "cap"):  # type: ignore[misc]
+                    found.add(f"{scope}:{name}")
+        await self.redis.sadd(self.keys.budget_capped, *found)  # type: ignore[misc]
+        return found
+
+    async def reserve_if_capped(
+        self, tenant: str, batch: str, amount_pusd: int, token: str
+    ) -> Reservation | BudgetRefusal:
+        """:meth:`reserve` where a cap applies; elsewhere an unheld Reservation, with no round trip."""
+        if await self.capped(tenant, batch):
+            return await self.reserve(tenant, batch, amount_pusd, token)
+        # Own token per run: a re-run that calls again (its earlier run settled, then died before the
+        # attempt was saved) makes a new call, which is charged too.
+        return Reservation(tenant, batch, 0, f"{token}:{uuid.uuid4().hex[:8]}", held=False)
 
     async def reserve(
         self, tenant: str, batch: str, amount_pusd: int, token: str
@@ -229,6 +283,8 @@ class Budgets:
     async def release(self, reservation: Reservation) -> bool:
         """Free the reservation without cost. False if already settled/released or never reserved."""
         r = reservation
+        if not r.held:
+            return True
         reply = await self._script("budget_release")(
             keys=self._keys(r.tenant, r.batch), args=[r.token, self._ttl_ms]
         )

@@ -410,12 +410,12 @@ class JobRun:
         amount = pricing.max_cost(spec, plan.estimated_input_tokens, self.job.max_output_tokens, self.today)
         token = token_for(self.job_id, n)
         try:
-            got = await self.rt.budgets.reserve(self.job.tags.tenant, self.batch, amount, token)
+            got = await self.rt.budgets.reserve_if_capped(self.job.tags.tenant, self.batch, amount, token)
         except ValueError:
             # A run killed after its call closed this token (settled or released) but before the attempt
             # reached Redis: this re-run's call is a new one and needs its own reservation.
             token = f"{token}:{uuid.uuid4().hex[:8]}"
-            got = await self.rt.budgets.reserve(self.job.tags.tenant, self.batch, amount, token)
+            got = await self.rt.budgets.reserve_if_capped(self.job.tags.tenant, self.batch, amount, token)
         if isinstance(got, Reservation):
             return got
         await self._release_all(admission, None, leader)
