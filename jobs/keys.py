@@ -113,6 +113,11 @@ class Keys:
         """Pub/sub channel: a slot was released or limits changed; waiting workers retry at once."""
         return f"{self.prefix}:limits:events"
 
+    def grants_channel(self, owner: str) -> str:
+        """Pub/sub channel of one worker process: slots handed to its waiters (``grant:<tier>:<lease>``).
+        Per process, so a grant wakes only the process it is for."""
+        return f"{self.prefix}:limits:grants:{owner}"
+
     # --- prompt caching (worker/cache.py) -----------------------------------------------------
     def cache_warm(self, prefix_hash: str) -> str:
         """Marker that a prefix was written to the API's cache; PX = the cache TTL."""

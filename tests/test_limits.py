@@ -224,7 +224,7 @@ async def test_lost_lease_is_noticed(gates: GateFactory, redis: Redis) -> None:
 async def test_release_exactly_once(gates: GateFactory, redis: Redis) -> None:
     gate = await gates(make_settings(concurrency=1, otpm=1000))
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(KEYS.limits_channel)
+    await pubsub.subscribe(KEYS.limits_channel, KEYS.grants_channel(gate.owner))
 
     async def events() -> list[bytes]:
         msgs = []

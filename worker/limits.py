@@ -15,8 +15,8 @@ clock), so skewed or crashed workers cannot break a limit:
 
 **The line** (``Keys.line(tier)``, ``Keys.line_info(tier)``): a job that must wait joins one fleet-wide
 first-come-first-served line. A release hands the freed slot straight to the first live waiter in the same
-script (cooldown and buckets checked for it) and publishes ``grant:<tier>:<lease id>`` on
-``Keys.limits_channel``; the waiter's process starts the call without asking again. So a saturated tier
+script (cooldown and buckets checked for it) and publishes ``grant:<tier>:<lease id>`` on the waiter's
+process's own ``Keys.grants_channel``; that process starts the call without asking again. So a saturated tier
 costs one script per job to join the line and one to release, instead of every waiting process retrying
 on every release (the fleet's main CPU cost before), and no process's waiters can starve another's.
 Newcomers (the intake's try-once) are refused while anyone waits. Waiters still re-try, every
@@ -456,7 +456,7 @@ class TierGate:
         if self._listener is not None:
             return
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        await self._pubsub.subscribe(self.keys.limits_channel)
+        await self._pubsub.subscribe(self.keys.limits_channel, self.keys.grants_channel(self.owner))
         self._listener = asyncio.create_task(self._listen(), name="routeq-limits-listener")
 
     async def close(self) -> None:
@@ -670,7 +670,7 @@ class TierGate:
             [
                 lease_id, k.limits_channel, str(tier),
                 _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm), *deltas,
-                lim.concurrency, self._ttl_ms, "withdraw" if withdraw else "",
+                lim.concurrency, self._ttl_ms, "withdraw" if withdraw else "", k.grants_channel(""),
             ],
             then=self._on_released,
         )  # fmt: skip

@@ -1,13 +1,16 @@
 -- Settle a tier's buckets with a call's actual usage, give its lease back, and hand the freed slot to
 -- the first live waiter in the line (if the cooldown and buckets let it in), all in one round trip.
--- The grant is published as "grant:<tier>:<lease id>" so the waiter's process starts the call without
--- asking again; a freed slot nobody could take is published as "release:<tier>".
+-- The grant is published as "grant:<tier>:<lease id>" on the waiter's own channel (ARGV[13] followed by
+-- the lease id's owner part, everything before its last ':'), so that process starts the call without
+-- asking again and no other process wakes for it; a freed slot nobody could take is published as
+-- "release:<tier>" on the shared channel.
 -- KEYS: 1 leases zset, 2 limits config hash, 3 rpm bucket, 4 itpm bucket, 5 otpm bucket,
 --       6 cooldown, 7 line zset, 8 line info hash
 -- ARGV: 1 lease id, 2 channel, 3 tier, 4..6 settings defaults for rpm, itpm, otpm ("none" = unlimited),
 --       7..9 deltas for rpm, itpm, otpm, 10 concurrency default, 11 lease ttl ms for the waiter's lease,
 --       12 "withdraw": a waiter giving up; it leaves the line, and settles (refunds) only a slot it was
 --       granted meanwhile (a finished call settles even when its lease was reaped: the call happened)
+--       13 grants channel prefix (the owner is appended)
 -- Returns {1 if the lease was removed (0: already gone), lease id granted or ""}.
 local tier = ARGV[3]
 local now = now_ms()
@@ -30,7 +33,8 @@ local K = {KEYS[1], KEYS[6], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8
 local A = {tier, head, ARGV[11], ARGV[10], ARGV[4], ARGV[5], ARGV[6], 1, asks[1], asks[2]}
 local res = acquire(K, A, true, now)
 if res[1] == 1 then
-  redis.call('PUBLISH', ARGV[2], 'grant:' .. tier .. ':' .. head)
+  local owner = string.match(head, '^(.*):[^:]*$') or head
+  redis.call('PUBLISH', ARGV[13] .. owner, 'grant:' .. tier .. ':' .. head)
   return {1, head}
 end
 redis.call('PUBLISH', ARGV[2], 'release:' .. tier)
