@@ -2,8 +2,10 @@
 -- KEYS: 1 owners set, 2 heartbeat, 3 running set, 4.. tier lease zsets.
 -- ARGV: 1 owner token, 2 arq in-progress prefix, 3 lease-id prefix of the owner ("" = none),
 --       4 limits channel, 5.. tier names (parallel to KEYS[4..]).
--- Returns {-1} if the owner is alive after all, else {jobs freed, leases freed}.
+-- Returns {-1} if the owner is alive after all or already reaped (by another reaper, or this one's other
+-- task), else {jobs freed, leases freed}.
 if redis.call('EXISTS', KEYS[2]) == 1 then return {-1, 0} end
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return {-1, 0} end
 local freed = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local k = ARGV[2] .. id
