@@ -74,6 +74,9 @@ async def test_reaper_spares_a_slow_owner_and_reaps_a_dead_one(redis_url: str) -
         await redis.set("arq:in-progress:j2", "hostC:3:cccc")
         await redis.sadd(rk.recovery_running("hostA:1:aaaa"), "j1", "j2")
         await redis.zadd(s.keys.leases("haiku"), {"hostA:1:0123": 1e15, "hostB:2:4567": 1e15})
+        # A and B each have a job waiting in the opus line; A's would be handed slots it cannot use.
+        await redis.zadd(s.keys.line("opus"), {"hostA:1:9999": 1, "hostB:2:8888": 2})
+        await redis.hset(s.keys.line_info("opus"), mapping={"hostA:1:9999": "1|0|0", "hostB:2:8888": "1|0|0"})
         # A's event loop stalls for 2.5 heartbeat TTLs: its heartbeat thread keeps it alive.
         time.sleep(2.5)
         for _ in range(6):
@@ -92,6 +95,8 @@ async def test_reaper_spares_a_slow_owner_and_reaps_a_dead_one(redis_url: str) -
         assert await redis.get("arq:in-progress:j1") is None
         assert await redis.get("arq:in-progress:j2") == b"hostC:3:cccc"  # not A's claim: untouched
         assert await redis.zrange(s.keys.leases("haiku"), 0, -1) == [b"hostB:2:4567"]
+        assert await redis.zrange(s.keys.line("opus"), 0, -1) == [b"hostB:2:8888"]
+        assert await redis.hkeys(s.keys.line_info("opus")) == [b"hostB:2:8888"]
         assert not await redis.sismember(rk.recovery_owners, "hostA:1:aaaa")
         assert await redis.sismember(rk.recovery_owners, "hostB:2:bbbb")
     finally:

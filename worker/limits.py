@@ -79,9 +79,9 @@ RATE_KINDS: tuple[LimitKind, ...] = ("rpm", "itpm", "otpm")
 UNLIMITED = "none"
 # How long a waiter keeps its place in the line without trying again (at least 3 of its polls). Waiters
 # are handed their slot by a release, so their polls are only a safety net: 84 waiters polling every
-# 0.5 s were ~1.4 scripts per job in bench/limits.
+# 0.5 s were ~1.4 scripts per job in bench/limits. A cooldown's end is known exactly and publishes
+# nothing, so waiters sleep until then (in steps of at most line_poll_s).
 LINE_KEEP_MS = 5000
-COOLDOWN_POLL_S = 1.0
 
 
 # --- Lua scripts -------------------------------------------------------------------------------------
@@ -431,7 +431,7 @@ class TierGate:
         self.max_poll_s = max_poll_s
         # Waiting for a slot (concurrency, or others ahead): a release hands it over, so poll slowly.
         self.line_poll_s = max(line_poll_s, max_poll_s)
-        self._keep_ms = max(LINE_KEEP_MS, math.ceil(3000 * max(self.line_poll_s, COOLDOWN_POLL_S)))
+        self._keep_ms = max(LINE_KEEP_MS, math.ceil(3000 * self.line_poll_s))
         self._scripts = _Scripts(redis)
         # This process's waiters in the line, by lease id (the id the slot is granted under).
         self._waiting: dict[str, _Waiter] = {}
@@ -646,9 +646,7 @@ class TierGate:
         self._queue_release(batch, adm.tier, adm.lease_id, deltas, False)
 
     def _poll_for(self, reason: Reason) -> float:
-        if reason == "cooldown":
-            return COOLDOWN_POLL_S
-        if reason in ("concurrency", "queued"):
+        if reason in ("cooldown", "concurrency", "queued"):
             return self.line_poll_s
         return self.max_poll_s  # a bucket refills without an event
 

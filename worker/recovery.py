@@ -16,7 +16,8 @@ longest function timeout + 10 s (15 minutes here). This module brings that down 
   been missing for ``grace_s`` *as seen by a reaper that is itself connected* is reaped by one Lua call
   that re-checks the heartbeat atomically, deletes only the in-progress keys whose value is that owner's
   token (a stale set entry for a job another worker now runs is left alone), frees the owner's tier
-  leases (so its slots come back now, not after ``lease_ttl_s``) and forgets the owner. arq then claims
+  leases (so its slots come back now, not after ``lease_ttl_s``), takes its waiters out of the tiers'
+  lines and forgets the owner. arq then claims
   the jobs again on its next poll; the pipeline's persisted attempts and paid answers make the re-run
   reuse anything already paid for.
 
@@ -52,7 +53,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.keys import Keys
-from jobs.tiers import TIER_ORDER
+from jobs.tiers import TIER_ORDER, Tier
 from worker import scripts
 
 log = logging.getLogger("routeq.recovery")
@@ -198,6 +199,9 @@ class Recovery:
             self._missing_since.pop(gone, None)
         return done
 
+    def _tier_keys(self, tier: Tier) -> tuple[str, str, str]:
+        return self.keys.leases(tier), self.keys.line(tier), self.keys.line_info(tier)
+
     async def reap(self, owner: str) -> tuple[str, int, int] | None:
         lease_prefix = owner.rsplit(":", 1)[0] + ":" if ":" in owner else ""
         res = await self._script(
@@ -205,7 +209,11 @@ class Recovery:
                 self.rkeys.recovery_owners,
                 self.rkeys.recovery_alive(owner),
                 self.rkeys.recovery_running(owner),
-                *(self.keys.leases(t) for t in TIER_ORDER),
+                *(
+                    k
+                    for t in TIER_ORDER
+                    for k in (self.keys.leases(t), self.keys.line(t), self.keys.line_info(t))
+                ),
             ],
             args=[
                 owner,

@@ -1,7 +1,8 @@
--- Hand back a dead worker's claimed jobs and free its tier leases, atomically.
--- KEYS: 1 owners set, 2 heartbeat, 3 running set, 4.. tier lease zsets.
+-- Hand back a dead worker's claimed jobs, free its tier leases and take its waiters out of the tiers'
+-- lines (a dead waiter at the head would otherwise be handed slots until its place expires), atomically.
+-- KEYS: 1 owners set, 2 heartbeat, 3 running set, then per tier: lease zset, line zset, line info hash.
 -- ARGV: 1 owner token, 2 arq in-progress prefix, 3 lease-id prefix of the owner ("" = none),
---       4 limits channel, 5.. tier names (parallel to KEYS[4..]).
+--       4 limits channel, 5.. tier names (in the order of the per-tier keys).
 -- Returns {-1} if the owner is alive after all or already reaped (by another reaper, or this one's other
 -- task), else {jobs freed, leases freed}.
 if redis.call('EXISTS', KEYS[2]) == 1 then return {-1, 0} end
@@ -17,16 +18,23 @@ end
 local leases = 0
 if ARGV[3] ~= '' then
   local n = string.len(ARGV[3])
-  for i = 4, #KEYS do
+  for t = 5, #ARGV do
+    local base = 3 + (t - 5) * 3
     local dropped = 0
-    for _, lid in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
+    for _, lid in ipairs(redis.call('ZRANGE', KEYS[base + 1], 0, -1)) do
       if string.sub(lid, 1, n) == ARGV[3] then
-        redis.call('ZREM', KEYS[i], lid)
+        redis.call('ZREM', KEYS[base + 1], lid)
         dropped = dropped + 1
       end
     end
+    for _, wid in ipairs(redis.call('ZRANGE', KEYS[base + 2], 0, -1)) do
+      if string.sub(wid, 1, n) == ARGV[3] then
+        redis.call('ZREM', KEYS[base + 2], wid)
+        redis.call('HDEL', KEYS[base + 3], wid)
+      end
+    end
     if dropped > 0 then
-      redis.call('PUBLISH', ARGV[4], 'release:' .. ARGV[i + 1])
+      redis.call('PUBLISH', ARGV[4], 'release:' .. ARGV[t])
       leases = leases + dropped
     end
   end
