@@ -209,11 +209,7 @@ class Recovery:
                 self.rkeys.recovery_owners,
                 self.rkeys.recovery_alive(owner),
                 self.rkeys.recovery_running(owner),
-                *(
-                    k
-                    for t in TIER_ORDER
-                    for k in (self.keys.leases(t), self.keys.line(t), self.keys.line_info(t))
-                ),
+                *(k for t in TIER_ORDER for k in self._tier_keys(t)),
             ],
             args=[
                 owner,
