@@ -25,16 +25,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from functools import cache
-from pathlib import Path
 from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from jobs.keys import Keys
 from jobs.results import PICO, pico_to_usd
-from worker.scripts import WriteBatch
+from worker.scripts import Scripts, WriteBatch
 
 Scope = Literal["tenant", "batch"]
 SCOPES: Final[tuple[Scope, ...]] = ("tenant", "batch")
@@ -42,13 +39,6 @@ DEFAULT_TOKEN_TTL_S: Final = 7 * 86400
 CAPS_REFRESH_S: Final = 1.0
 # Member of Keys.budget_capped saying the set lists every capped scope (it was built or rebuilt).
 CAPS_COMPLETE: Final = "~complete"
-
-
-@cache
-def _lua(name: str) -> str:
-    # Next to this module rather than importlib.resources: without worker/__init__.py an editable install
-    # puts a path hook on the namespace path, which importlib.resources (3.11) cannot read.
-    return (Path(__file__).parent / "lua" / f"{name}.lua").read_text()
 
 
 def tokens_key(keys: Keys, batch: str) -> str:
@@ -135,16 +125,10 @@ class Budgets:
         self.redis = redis
         self.keys = keys
         self._ttl_ms = str(int(token_ttl_s * 1000))
-        self._scripts: dict[str, AsyncScript] = {}
+        self._scripts = Scripts(redis)
         self._capped: frozenset[str] = frozenset()
         self._capped_complete = False
         self._capped_at = -CAPS_REFRESH_S
-
-    def _script(self, name: str) -> AsyncScript:
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = self.redis.register_script(_lua(name))
-        return script
 
     def _keys(self, tenant: str, batch: str) -> list[str]:
         return [
@@ -235,7 +219,7 @@ class Budgets:
         """
         if amount_pusd < 0:
             raise ValueError("amount_pusd must be >= 0")
-        reply = await self._script("budget_reserve")(
+        reply = await self._scripts["budget_reserve"](
             keys=self._keys(tenant, batch), args=[str(amount_pusd), token, self._ttl_ms]
         )
         status = _text(reply[0])
@@ -264,7 +248,7 @@ class Budgets:
         if actual_pusd < 0:
             raise ValueError("actual_pusd must be >= 0")
         r = reservation
-        reply = await self._script("budget_settle")(
+        reply = await self._scripts["budget_settle"](
             keys=self._keys(r.tenant, r.batch), args=[str(actual_pusd), r.token, self._ttl_ms]
         )
         return _text(reply[0]) == "ok"
@@ -275,7 +259,7 @@ class Budgets:
             raise ValueError("actual_pusd must be >= 0")
         r = reservation
         batch.script(
-            self._script("budget_settle"),
+            self._scripts["budget_settle"],
             self._keys(r.tenant, r.batch),
             [str(actual_pusd), r.token, self._ttl_ms],
         )
@@ -285,7 +269,7 @@ class Budgets:
         r = reservation
         if not r.held:
             return True
-        reply = await self._script("budget_release")(
+        reply = await self._scripts["budget_release"](
             keys=self._keys(r.tenant, r.batch), args=[r.token, self._ttl_ms]
         )
         return _text(reply[0]) == "ok"

@@ -51,23 +51,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from functools import cache
-from importlib import resources
-from importlib.resources.abc import Traversable
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from jobs.keys import Keys
 from jobs.results import Usage
 from jobs.settings import Settings, TierLimits
 from jobs.tiers import TIER_ORDER, Tier
-from worker.scripts import WriteBatch
+from worker.scripts import Scripts, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -82,42 +77,6 @@ UNLIMITED = "none"
 # 0.5 s were ~1.4 scripts per job in bench/limits. A cooldown's end is known exactly and publishes
 # nothing, so waiters sleep until then (in steps of at most line_poll_s).
 LINE_KEEP_MS = 5000
-
-
-# --- Lua scripts -------------------------------------------------------------------------------------
-
-
-@cache
-def _lua_dir() -> Traversable:
-    try:
-        return resources.files("worker") / "lua"
-    except NotADirectoryError:
-        # worker/ without __init__.py under an editable install: its namespace path holds the
-        # installer's path hook, which importlib.resources (3.11) cannot read.
-        return Path(__file__).parent / "lua"
-
-
-@cache
-def _script_source(name: str) -> str:
-    lua = _lua_dir()
-    return (lua / "limits_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
-
-
-class _Scripts:
-    """The limit scripts, registered lazily on one client (``Script`` handles EVALSHA/NOSCRIPT)."""
-
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self._cache: dict[str, AsyncScript] = {}
-
-    def get(self, name: str) -> AsyncScript:
-        script = self._cache.get(name)
-        if script is None:
-            script = self._cache[name] = self._redis.register_script(_script_source(name))
-        return script
-
-    async def run(self, name: str, keys: list[str], args: list[str | int | float]) -> Any:
-        return await self.get(name)(keys=keys, args=args)
 
 
 def _text(v: Any) -> str:
@@ -361,29 +320,33 @@ class Admission:
 
     def release_usage_into(self, batch: WriteBatch, usage: Usage) -> None:
         """:meth:`release_usage` queued in ``batch``, with the other writes that end a call."""
-        if self._released:
-            return
-        self._released = True
-        if self._renewer is not None:
-            self._renewer.cancel()
-        if self._gate is not None:
-            itpm = usage.input_tokens + usage.cache_write_tokens
-            self._gate._release_into(batch, self, itpm, usage.output_tokens)
+        self._finish_into(batch, usage.input_tokens + usage.cache_write_tokens, usage.output_tokens)
 
     async def abandon(self) -> None:
         """Free the slot keeping the reservation charged (usage unknown, e.g. the call raised)."""
         await self._finish(self.est_input_tokens, self.est_output_tokens)
 
-    async def _finish(self, itpm_used: int, otpm_used: int) -> None:
+    def _finish_into(self, batch: WriteBatch | None, itpm_used: int, otpm_used: int) -> bool:
+        """Mark released, stop renewing and queue the settle-and-release; False if released before."""
         if self._released:
-            return
+            return False
         self._released = True
         if self._renewer is not None:
             self._renewer.cancel()
+        if self._gate is not None and batch is not None:
+            self._gate._release_into(batch, self, itpm_used, otpm_used)
+        return True
+
+    async def _finish(self, itpm_used: int, otpm_used: int) -> None:
+        renewer = self._renewer
+        batch = WriteBatch(self._gate.redis) if self._gate is not None else None
+        if not self._finish_into(batch, itpm_used, otpm_used):
+            return
+        if renewer is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-        if self._gate is not None:
-            await self._gate._settle_and_release(self, itpm_used, otpm_used)
+                await renewer
+        if batch is not None:
+            await batch.execute()
 
     async def __aenter__(self) -> Admission:
         return self
@@ -432,7 +395,7 @@ class TierGate:
         # Waiting for a slot (concurrency, or others ahead): a release hands it over, so poll slowly.
         self.line_poll_s = max(line_poll_s, max_poll_s)
         self._keep_ms = max(LINE_KEEP_MS, math.ceil(3000 * self.line_poll_s))
-        self._scripts = _Scripts(redis)
+        self._scripts = Scripts(redis, lib="limits_lib")
         # This process's waiters in the line, by lease id (the id the slot is granted under).
         self._waiting: dict[str, _Waiter] = {}
         self._pubsub: PubSub | None = None
@@ -520,8 +483,7 @@ class TierGate:
         if self.waiting(tier):
             return Refusal(tier, "queued", self.max_poll_s, 0, self.settings.tier_limits(tier).concurrency)
         lease_id = f"{self.owner}:{uuid.uuid4().hex[:16]}"
-        got = await self._acquire(tier, lease_id, est_input_tokens, est_output_tokens, keep_ms=0)
-        return got
+        return await self._acquire(tier, lease_id, est_input_tokens, est_output_tokens, keep_ms=0)
 
     async def _acquire(
         self, tier: Tier, lease_id: str, est_in: int, est_out: int, keep_ms: int
@@ -635,11 +597,6 @@ class TierGate:
                 return
             last_ok = time.monotonic()
 
-    async def _settle_and_release(self, adm: Admission, itpm_used: int, otpm_used: int) -> None:
-        batch = WriteBatch(self.redis)
-        self._release_into(batch, adm, itpm_used, otpm_used)
-        await batch.execute()
-
     def _release_into(self, batch: WriteBatch, adm: Admission, itpm_used: int, otpm_used: int) -> None:
         self._held.discard(adm)
         deltas = (0, itpm_used - adm.est_input_tokens, otpm_used - adm.est_output_tokens)
@@ -662,7 +619,7 @@ class TierGate:
         k = self.keys
         lim = self.settings.tier_limits(tier)
         batch.script(
-            self._scripts.get("lease_settle_release"),
+            self._scripts["lease_settle_release"],
             [k.leases(tier), k.limits_config, *self._bucket_keys(tier), k.cooldown(tier),
              k.line(tier), k.line_info(tier)],
             [

@@ -13,20 +13,29 @@ from redis.exceptions import NoScriptError
 
 
 @cache
-def source(name: str) -> str:
-    return resources.files("worker").joinpath(f"lua/{name}.lua").read_text()
+def source(name: str, lib: str | None = None) -> str:
+    """``lua/<name>.lua``; with ``lib``, that library file's text first (scripts cannot include others)."""
+    text = resources.files("worker").joinpath(f"lua/{name}.lua").read_text()
+    return text if lib is None else source(lib) + "\n" + text
 
 
 class Scripts:
-    def __init__(self, redis: Redis) -> None:
+    """Scripts by name on one client, each with ``lib`` prepended when given (``Script`` handles
+    EVALSHA and NOSCRIPT)."""
+
+    def __init__(self, redis: Redis, lib: str | None = None) -> None:
         self._redis = redis
+        self._lib = lib
         self._loaded: dict[str, AsyncScript] = {}
 
     def __getitem__(self, name: str) -> AsyncScript:
         s = self._loaded.get(name)
         if s is None:
-            s = self._loaded[name] = self._redis.register_script(source(name))
+            s = self._loaded[name] = self._redis.register_script(source(name, self._lib))
         return s
+
+    async def run(self, name: str, keys: list[Any], args: list[Any]) -> Any:
+        return await self[name](keys=keys, args=args)
 
 
 Reply = Callable[[Any], None]
