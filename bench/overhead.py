@@ -50,6 +50,7 @@ from redis.asyncio import Redis
 
 from jobs.contract import Job
 from jobs.producer import Producer
+from worker.embedded import Child
 
 ARQ_QUEUE = "bench:arq"
 INTAKE_MAX_JOBS = 64
@@ -153,28 +154,34 @@ async def phase_arq(
     kids = [procs.spawn(argv, env, f"arq-{i}") for i in range(workers)]
     samples: list[tuple[float, int]] = []
     t0 = time.monotonic()
-    first = None
     while True:
         done = await arq_finished(redis, n)
         now = time.monotonic() - t0
         samples.append((now, done))
-        if done > 0 and first is None:
-            first = now
         if done >= n or now > 300:
             break
         await asyncio.sleep(0.05)
     cmds = per_job_commands(cmds0, await command_counts(redis), n)
-    procs.stop_children(kids)
-    await redis.flushall()
-    await redis.aclose()
+    await stop_phase(procs, kids, redis)
+    return {**rates(n, enqueue_s, samples), "finished": samples[-1][1], "redis_commands_per_job": cmds}
+
+
+def rates(n: int, enqueue_s: float, samples: list[tuple[float, int]]) -> dict[str, float]:
+    """Enqueue rate, steady processing rate, and the batch time from its first finished job."""
+    first = next((t for t, done in samples if done > 0), 0.0)
     return {
         "enqueue_s": round(enqueue_s, 3),
         "enqueue_jobs_per_s": round(n / enqueue_s, 1),
         "jobs_per_s_steady": round(steady_rate(samples, n), 1),
-        "batch_s_from_first_done": round(samples[-1][0] - (first or 0.0), 3),
-        "finished": samples[-1][1],
-        "redis_commands_per_job": cmds,
+        "batch_s_from_first_done": round(samples[-1][0] - first, 3),
     }
+
+
+async def stop_phase(procs: Procs, kids: list[Child], redis: Redis) -> None:
+    """Stop a phase's workers and leave Redis empty for the next phase."""
+    procs.stop_children(kids)
+    await redis.flushall()
+    await redis.aclose()
 
 
 async def phase_enqueue(url: str, n: int, reps: int) -> dict[str, Any]:
@@ -230,20 +237,14 @@ async def phase_routeq(
     kids = procs.workers(workers, env)
     samples: list[tuple[float, int]] = []
     st = await wait_batch(redis, s, "ovh", res.enqueued, timeout=600, every=0.05, samples=samples)
-    first = next((t for t, d in samples if d > 0), 0.0)
     cmds = per_job_commands(cmds0, await command_counts(redis), n)
     stats = api_stats(api_url)
     requests = sum(m["requests"] for m in stats["models"].values()) - sum(
         m["requests"] for m in before["models"].values()
     )
-    procs.stop_children(kids)
-    await redis.flushall()
-    await redis.aclose()
+    await stop_phase(procs, kids, redis)
     return {
-        "enqueue_s": round(enqueue_s, 3),
-        "enqueue_jobs_per_s": round(n / enqueue_s, 1),
-        "jobs_per_s_steady": round(steady_rate(samples, n), 1),
-        "batch_s_from_first_done": round(st["elapsed_s"] - first, 3),
+        **rates(n, enqueue_s, samples),
         "done": st["done"],
         "failed": st["failed"],
         "api_requests": requests,
@@ -284,7 +285,8 @@ def top_costs(path: str, n: int = 15) -> dict[str, Any]:
             "_parse",
         ),
         "worker/store.py": ("is_done", "load_attempts", "save_attempt", "record"),
-        "worker/limits.py": ("try_admit", "admit", "_settle_and_release", "_buckets"),
+        "worker/limits.py": ("try_admit", "admit", "_queue_release", "_buckets"),
+        "worker/recovery.py": ("claim_ready",),
         "worker/llm.py": ("call",),
         "worker/tracing.py": ("attempt_span", "genai_span", "record_genai_result"),
         "arq/worker.py": ("run_job", "finish_job", "start_jobs", "_poll_iteration"),
