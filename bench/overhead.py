@@ -284,7 +284,7 @@ def top_costs(path: str, n: int = 15) -> dict[str, Any]:
             "park",
             "_parse",
         ),
-        "worker/store.py": ("is_done", "load_attempts", "save_attempt", "record"),
+        "worker/store.py": ("load_state", "save_attempt_into", "record"),
         "worker/limits.py": ("try_admit", "admit", "_queue_release", "_buckets"),
         "worker/recovery.py": ("claim_ready",),
         "worker/llm.py": ("call",),

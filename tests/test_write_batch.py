@@ -50,6 +50,8 @@ async def test_an_attempt_re_sent_after_a_lost_reply_is_saved_once(redis: Redis,
         await batch.execute()
     attempts, paid = await store.load_attempts("job1")
     assert [a.n for a in attempts] == [1] and paid == {1: {"text": "hi", "stop_reason": "end_turn"}}
-    await store.save_attempt("job1", Attempt(n=2, tier=Tier.sonnet, model="m2", status="ok"))
+    batch = WriteBatch(redis)
+    store.save_attempt_into(batch, "job1", Attempt(n=2, tier=Tier.sonnet, model="m2", status="ok"))
+    await batch.execute()
     attempts, _ = await store.load_attempts("job1")
     assert [a.n for a in attempts] == [1, 2]

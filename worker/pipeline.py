@@ -259,12 +259,7 @@ class JobRun:
                 error=f"answer failed checks: {', '.join(failures)}" if failures else None,
                 error_type="check_failed" if failures else None,
             )
-            self.rt.store.save_attempt_into(
-                writes, self.job_id, attempt, {"text": res.text, "stop_reason": res.stop_reason}
-            )
-            await persist("answer", writes.execute)  # losing it would mean paying for the call again
-            self.attempts.append(attempt)
-            self.rt.metrics.observe_attempt(attempt, self.job.tags.tenant)
+            await self.save(attempt, {"text": res.text, "stop_reason": res.stop_reason}, writes)
             if (
                 failures
                 and self.s.escalation
@@ -466,9 +461,14 @@ class JobRun:
         if leader is not None:
             await self.rt.warmer.abandon(leader.prefix_hash, token=leader.token)
 
-    async def save(self, attempt: Attempt, answer: dict[str, Any] | None = None) -> None:
+    async def save(
+        self, attempt: Attempt, answer: dict[str, Any] | None = None, writes: WriteBatch | None = None
+    ) -> None:
+        """Keep the attempt, write it with whatever else ``writes`` holds (one round trip), count it."""
         self.attempts.append(attempt)
-        await self.rt.store.save_attempt(self.job_id, attempt, answer)
+        writes = writes if writes is not None else WriteBatch(self.rt.redis)
+        self.rt.store.save_attempt_into(writes, self.job_id, attempt, answer)
+        await persist("save_attempt", writes.execute)  # losing a paid answer means paying again
         self.rt.metrics.observe_attempt(attempt, self.job.tags.tenant)
 
     # ------------------------------------------------------------------------------------------------

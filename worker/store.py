@@ -79,11 +79,6 @@ class Store:
         paid = {int(k): orjson.loads(v) for k, v in raw_paid.items()}
         return attempts, paid
 
-    async def save_attempt(self, job_id: str, attempt: Attempt, answer: dict[str, Any] | None = None) -> None:
-        batch = WriteBatch(self.redis)
-        self.save_attempt_into(batch, job_id, attempt, answer)
-        await persist("save_attempt", batch.execute)
-
     def save_attempt_into(
         self, batch: WriteBatch, job_id: str, attempt: Attempt, answer: dict[str, Any] | None = None
     ) -> None:
