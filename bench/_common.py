@@ -157,15 +157,28 @@ async def wait_batch(
         await asyncio.sleep(every)
 
 
-def steady_rate(samples: list[tuple[float, int]], total: int, lo: float = 0.1, hi: float = 0.9) -> float:
-    """Jobs/s between the moments ``lo`` and ``hi`` of ``total`` had finished (start-up and tail cut)."""
+Sample = tuple[float, int]
+
+
+def _steady_ends(samples: list[Sample], total: int, lo: float, hi: float) -> tuple[Sample, Sample] | None:
+    """The samples when ``lo`` and ``hi`` of ``total`` had finished; the whole run if that window is
+    missing or empty; None without two distinct moments."""
     a = next(((t, n) for t, n in samples if n >= lo * total), None)
     b = next(((t, n) for t, n in samples if n >= hi * total), None)
-    if a is None or b is None or b[0] <= a[0]:
-        if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
-            return (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
+    if a is not None and b is not None and b[0] > a[0]:
+        return a, b
+    if len(samples) >= 2 and samples[-1][0] > samples[0][0]:
+        return samples[0], samples[-1]
+    return None
+
+
+def steady_rate(samples: list[Sample], total: int, lo: float = 0.1, hi: float = 0.9) -> float:
+    """Jobs/s between the moments ``lo`` and ``hi`` of ``total`` had finished (start-up and tail cut)."""
+    ends = _steady_ends(samples, total, lo, hi)
+    if ends is None:
         return 0.0
-    return (b[1] - a[1]) / (b[0] - a[0])
+    (ta, na), (tb, nb) = ends
+    return (nb - na) / (tb - ta)
 
 
 class ApiSampler:
@@ -215,13 +228,10 @@ class ApiSampler:
         }
 
 
-def steady_window(
-    samples: list[tuple[float, int]], total: int, lo: float = 0.1, hi: float = 0.9
-) -> tuple[float, float]:
-    """The moments ``lo`` and ``hi`` of ``total`` had finished (the window :func:`steady_rate` uses)."""
-    a = next((t for t, n in samples if n >= lo * total), samples[0][0] if samples else 0.0)
-    b = next((t for t, n in samples if n >= hi * total), samples[-1][0] if samples else 0.0)
-    return a, b
+def steady_window(samples: list[Sample], total: int, lo: float = 0.1, hi: float = 0.9) -> tuple[float, float]:
+    """The window :func:`steady_rate` measures over, as (start, end) seconds."""
+    ends = _steady_ends(samples, total, lo, hi)
+    return (ends[0][0], ends[1][0]) if ends is not None else (0.0, 0.0)
 
 
 def http_json(url: str, body: Any = None, timeout: float = 10.0) -> Any:
