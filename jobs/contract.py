@@ -13,7 +13,16 @@ from typing import Any, Literal
 import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from jobs.tiers import Tier
 
@@ -37,14 +46,81 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
+PdfMode = Literal["native", "text", "auto"]
+MediaType = Literal["text/plain", "application/pdf"]
+# Characters a token, for estimates before a real count is known (the worker's layout uses the same).
+CHARS_PER_TOKEN = 4
+
+
 class Document(_Strict):
+    """A document the job is about, in one of two forms on the wire.
+
+    Inline text, ``{"name", "text"}``, as it always was. Or a reference to content stored once per batch
+    in Redis (``Keys.batch_document``) by its SHA-256, ``ref``: documents read from files at enqueue
+    (PDF, HTML, DOCX, text), so a file shared by many jobs is stored once and the worker needs no access
+    to the producer's files. ``media_type`` says how the content is sent: ``application/pdf`` natively
+    as a PDF document block, ``text/plain`` as text (a PDF's extracted text layer included). PDFs carry
+    their ``pages`` and the ``mode`` chosen, with its reason; ``tokens`` is the estimate of what the
+    content will be billed as. The content itself travels from reader to producer in memory
+    (:attr:`payload`), never in the job.
+    """
+
     name: str = Field(min_length=1, max_length=512)
-    text: str = Field(min_length=1)
+    text: str | None = Field(default=None, min_length=1)
+    ref: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    media_type: MediaType = "text/plain"
+    pages: int | None = Field(default=None, ge=1)
+    tokens: int | None = Field(default=None, ge=0)
+    mode: PdfMode | None = None
+    mode_reason: str | None = Field(default=None, max_length=500)
+    source: str | None = Field(default=None, max_length=4096)
+    _payload: bytes | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Document:
+        if (self.text is None) == (self.ref is None):
+            raise ValueError("a document has either text or a ref (stored content), not both or neither")
+        if self.media_type == "application/pdf" and (self.ref is None or self.pages is None):
+            raise ValueError("a PDF document needs its ref and pages")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Unset fields stay off the wire, so a text document is exactly {"name", "text"} as before and
+        # the ids of jobs built from text documents do not change.
+        out: dict[str, Any] = handler(self)
+        return {
+            k: v for k, v in out.items() if v is not None and not (k == "media_type" and v == "text/plain")
+        }
+
+    @classmethod
+    def stored(cls, payload: bytes, **fields: Any) -> Document:
+        """A document referring to ``payload`` by its SHA-256, carrying it for the producer to store."""
+        doc = cls(ref=hashlib.sha256(payload).hexdigest(), **fields)
+        doc._payload = payload
+        return doc
+
+    @property
+    def payload(self) -> bytes | None:
+        """The content to store for ``ref`` (present between the reader and the producer)."""
+        return self._payload
+
+    @property
+    def is_pdf(self) -> bool:
+        return self.media_type == "application/pdf"
+
+    @property
+    def estimated_tokens(self) -> int:
+        if self.tokens is not None:
+            return self.tokens
+        return (len(self.text or "") + len(self.name)) // CHARS_PER_TOKEN
 
     @property
     def content_key(self) -> str:
         """Identity of the document's content, for counting how many jobs of a batch share it."""
-        return hashlib.sha256(f"{self.name}\0{self.text}".encode()).hexdigest()[:24]
+        if self.text is not None:
+            return hashlib.sha256(f"{self.name}\0{self.text}".encode()).hexdigest()[:24]
+        return hashlib.sha256(f"{self.name}\0{self.media_type}\0{self.ref}".encode()).hexdigest()[:24]
 
 
 class Tags(_Strict):
@@ -182,7 +258,12 @@ class Job(_Strict):
 
     def estimated_input_tokens(self) -> int:
         """Rough count (~4 characters a token) used before a real count is known."""
-        chars = (
-            len(self.prompt) + len(self.system or "") + sum(len(d.text) + len(d.name) for d in self.documents)
-        )
-        return max(1, chars // 4)
+        chars = len(self.prompt) + len(self.system or "")
+        chars += sum(len(d.text) + len(d.name) for d in self.documents if d.text is not None)
+        stored = sum(d.estimated_tokens for d in self.documents if d.text is None)
+        return max(1, chars // CHARS_PER_TOKEN + stored)
+
+    @property
+    def source(self) -> str | None:
+        """The file the job's documents were read from (the first one's, relative path), if any."""
+        return next((d.source for d in self.documents if d.source), None)

@@ -69,6 +69,11 @@ class Keys:
         """Hash document content key -> how many jobs of the batch carry it (a breakpoint pays only if >1)."""
         return f"{self.prefix}:batch:{batch}:docs"
 
+    def batch_document(self, batch: str, ref: str) -> str:
+        """String: the content of a document read from a file (PDF bytes or UTF-8 text), stored once per
+        batch under its SHA-256 ``ref`` and read by the worker that sends it; expires with the batch."""
+        return f"{self.prefix}:batch:{batch}:document:{ref}"
+
     def batch_dead(self, batch: str) -> str:
         """Hash job id -> JSON cause, for jobs that exhausted their tries."""
         return f"{self.prefix}:batch:{batch}:dead"

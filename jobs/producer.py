@@ -19,6 +19,8 @@ from redis.commands.core import AsyncScript
 from jobs import telemetry
 from jobs.connections import aw
 from jobs.contract import Job
+from jobs.documents.limits import MAX_PDF_BYTES, MAX_PDF_PAGES
+from jobs.documents.store import MissingDocument, store_documents
 from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
 from jobs.serialization import arq_job_payload
 from jobs.settings import Settings
@@ -60,7 +62,17 @@ def largest_window(settings: Settings, low: Tier, high: Tier) -> tuple[int, Tier
 
 
 def check_fits(job: Job, settings: Settings, window: tuple[int, Tier] | None = None) -> None:
-    """Refuse a job no allowed tier's model can take (prompt + output over its context window)."""
+    """Refuse a job no allowed tier's model can take (prompt + output over its context window, or more
+    native PDF pages or bytes than one request may carry)."""
+    pdfs = [d for d in job.documents if d.is_pdf]
+    pages = sum(d.pages or 0 for d in pdfs)
+    if pages > MAX_PDF_PAGES:
+        raise TooLarge(f"native PDFs have {pages} pages together, over the API's {MAX_PDF_PAGES} per request")
+    size_bytes = sum(len(d.payload) for d in pdfs if d.payload is not None)
+    if size_bytes > MAX_PDF_BYTES:
+        raise TooLarge(
+            f"native PDFs are {size_bytes} bytes together, over the API's {MAX_PDF_BYTES} per request"
+        )
     size, best = window or largest_window(settings, job.constraints.low, job.constraints.high)
     need = job.estimated_input_tokens() + job.max_output_tokens
     if need > size:
@@ -94,8 +106,11 @@ class Producer:
         """Enqueue the valid jobs; other items (e.g. ``sources.Rejected``) are counted as rejected."""
         result = EnqueueResult(batch=batch or new_batch_id())
         with telemetry.enqueue_span(result.batch, 0, queue=self.keys.intake_queue, tenant=tenant) as span:
-            chunk: list[tuple[Job, dict[str, Any]]] = []
+            # A chunk keeps each job's document keys, not the job: the job may carry file contents.
+            chunk: list[tuple[tuple[str, ...], dict[str, Any]]] = []
             windows: dict[tuple[Tier, Tier], tuple[int, Tier]] = {}
+            stored: set[tuple[str, str]] = set()
+            retention_ms = (self.settings.job_expiry_s + self.settings.result_ttl_s) * 1000
             seen = 0
             for item in jobs:
                 seen += 1
@@ -105,12 +120,28 @@ class Producer:
                 bounds = (item.constraints.low, item.constraints.high)
                 if bounds not in windows:
                     windows[bounds] = largest_window(self.settings, *bounds)
+                where = item.source or str(seen)
                 try:
                     check_fits(item, self.settings, windows[bounds])
                 except TooLarge as e:
-                    result.rejected.append(f"{seen}: {e}")
+                    result.rejected.append(f"{where}: {e}")
                     continue
-                chunk.append((item, item.placed_wire(result.batch, tenant)))
+                try:
+                    await store_documents(
+                        self.redis,
+                        self.keys,
+                        item.tags.batch or result.batch,
+                        item.documents,
+                        retention_ms,
+                        stored,
+                    )
+                except MissingDocument as e:
+                    result.rejected.append(
+                        f"{where}: document {e.name!r}: its content is not stored in the batch"
+                    )
+                    continue
+                keys = tuple(d.content_key for d in item.documents)
+                chunk.append((keys, item.placed_wire(result.batch, tenant)))
                 if len(chunk) >= CHUNK:
                     await self._flush(chunk, result)
                     chunk = []
@@ -127,7 +158,9 @@ class Producer:
             await aw(self.redis.hincrby(self.keys.batch_meta(result.batch), "rejected", len(result.rejected)))
         return result
 
-    async def _flush(self, chunk: list[tuple[Job, dict[str, Any]]], result: EnqueueResult) -> None:
+    async def _flush(
+        self, chunk: list[tuple[tuple[str, ...], dict[str, Any]]], result: EnqueueResult
+    ) -> None:
         now_ms = int(time.time() * 1000)
         argv: list[Any] = [
             ARQ_JOB_PREFIX,
@@ -150,12 +183,12 @@ class Producer:
         ]
         flags = await self._enqueue_script()(keys=keys, args=argv)
         shared: dict[str, int] = {}
-        for (job, wire), flag in zip(chunk, flags, strict=True):
+        for (doc_keys, wire), flag in zip(chunk, flags, strict=True):
             if int(flag):
                 result.enqueued += 1
                 result.job_ids.append(wire["id"])
-                for d in job.documents:
-                    shared[d.content_key] = shared.get(d.content_key, 0) + 1
+                for k in doc_keys:
+                    shared[k] = shared.get(k, 0) + 1
             else:
                 result.duplicates += 1
         if shared:

@@ -115,6 +115,7 @@ class JobResult(BaseModel):
     batch: str
     tenant: str
     task: str
+    source: str | None = None  # the file the job's document was read from, relative to its folder/JSONL
     status: JobStatus
     tier: Tier | None = None
     model: str | None = None

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.catalog import Catalog, ModelSpec, load_catalog
-from jobs.contract import TaskType
+from jobs.contract import PdfMode, TaskType
 from jobs.keys import Keys
 from jobs.tiers import Tier
 
@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     cache_warming: bool = True
     cache_ttl: Literal["auto", "5m", "1h"] = "auto"
     warm_wait_s: float = Field(default=60.0, gt=0)
+
+    # --- documents ----------------------------------------------------------------------------------
+    # How PDFs are sent: natively (text + page images; layout kept, ~2,000 tokens a page), as their
+    # extracted text (cheap), or auto (text when the text layer says it all). Per document: `mode`.
+    pdf_mode: PdfMode = "auto"
 
     # --- quality monitoring -----------------------------------------------------------------------
     shadow_rate: float = Field(default=0.0, ge=0, le=1)

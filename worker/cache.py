@@ -5,8 +5,9 @@ level and everything after it), from most shared to least shared:
 
 1. system: the job's system prompt, then the JSON output instruction with the schema serialised with
    sorted keys, so every job with the same system and schema has a byte-identical system prompt;
-2. the first user message: one text block per document, ``<document name="...">text</document>``, in
-   the job's order (a job's documents are the part other jobs may share);
+2. the first user message: one block per document, in the job's order (a job's documents are the part
+   other jobs may share): a text block ``<document name="...">text</document>``, or for a PDF sent
+   natively a ``document`` block with its base64 bytes (estimated at ``pages * PDF_TOKENS_PER_PAGE``);
 3. the job's own prompt, last, never cached (no other job shares it).
 
 Breakpoints go after the system prompt, after the schema instruction and after each document: at most
@@ -30,6 +31,7 @@ import html
 import math
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -38,7 +40,8 @@ import orjson
 from redis.asyncio import Redis
 
 from jobs.catalog import ModelSpec
-from jobs.contract import Job
+from jobs.contract import Document, Job
+from jobs.documents.limits import pdf_native_tokens
 from jobs.keys import Keys
 from worker.pricing import PICO_PER_TOKEN_PER_RATE
 from worker.scripts import Scripts, WriteBatch
@@ -90,26 +93,59 @@ class RequestPlan:
         return self.prefix_hashes[-1] if self.prefix_hashes else None
 
 
+class MissingContent(LookupError):
+    """A document refers to stored content the caller did not supply."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Block:
     where: Literal["system", "user"]
     label: str
-    text: str
+    text: str  # the text sent; for a native PDF, its identity (the content hash), which is hashed
     candidate: bool  # a boundary other jobs may share
+    tokens: int
+    pdf_data: str | None = None  # base64 of a PDF sent natively
 
 
-def _blocks(job: Job, unshared: frozenset[str]) -> list[_Block]:
+def _text_block(where: Literal["system", "user"], label: str, text: str, candidate: bool) -> _Block:
+    return _Block(where, label, text, candidate, estimate_tokens(text))
+
+
+def _document_block(d: Document, shared: bool, contents: Mapping[str, str]) -> _Block:
+    label = f"document:{d.name}"
+    if d.text is not None:
+        return _text_block("user", label, render_document(d.name, d.text), shared)
+    assert d.ref is not None
+    content = contents.get(d.ref)
+    if content is None:
+        raise MissingContent(d.name)
+    if not d.is_pdf:
+        return _text_block("user", label, render_document(d.name, content), shared)
+    tokens = d.tokens if d.tokens is not None else pdf_native_tokens(d.pages or 1)
+    return _Block("user", label, f"pdf:{d.ref}:{d.name}", shared, tokens, pdf_data=content)
+
+
+def _blocks(job: Job, unshared: frozenset[str], contents: Mapping[str, str]) -> list[_Block]:
     out: list[_Block] = []
     if job.system:
-        out.append(_Block("system", "system", job.system, candidate=True))
+        out.append(_text_block("system", "system", job.system, candidate=True))
     if job.output.type == "json":
         # Its own boundary: jobs with one system prompt but different schemas still share the first.
-        out.append(_Block("system", "schema", schema_instruction(job.output.json_schema), candidate=True))
+        out.append(_text_block("system", "schema", schema_instruction(job.output.json_schema), True))
     for d in job.documents:
-        shared = d.content_key not in unshared
-        out.append(_Block("user", f"document:{d.name}", render_document(d.name, d.text), candidate=shared))
-    out.append(_Block("user", "prompt", job.prompt, candidate=False))
+        out.append(_document_block(d, d.content_key not in unshared, contents))
+    out.append(_text_block("user", "prompt", job.prompt, candidate=False))
     return out
+
+
+def _render(b: _Block) -> dict[str, Any]:
+    if b.pdf_data is None:
+        return {"type": "text", "text": b.text}
+    return {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": b.pdf_data},
+        "title": b.label.removeprefix("document:"),
+    }
 
 
 def _pick(eligible: list[int]) -> list[int]:
@@ -133,17 +169,20 @@ def build_request(
     ttl: Ttl | None,
     caching: bool,
     unshared: frozenset[str] = frozenset(),
+    contents: Mapping[str, str] | None = None,
 ) -> RequestPlan:
     """Lay the job out as Messages API params with cache breakpoints (``ttl=None``: the API default, 5m).
 
     ``unshared``: content keys of documents no other job is known to carry; no breakpoint after them.
+    ``contents``: stored document content by ref, as sent (text, or base64 for a native PDF); a
+    document whose content is missing raises :class:`MissingContent`.
     """
-    blocks = _blocks(job, unshared)
+    blocks = _blocks(job, unshared, contents or {})
     eff_ttl: Ttl = ttl or "5m"
     cum: list[int] = []
     total = 0
     for b in blocks:
-        total += estimate_tokens(b.text)
+        total += b.tokens
         cum.append(total)
 
     candidates = [i for i, b in enumerate(blocks) if b.candidate]
@@ -155,7 +194,7 @@ def build_request(
         control["ttl"] = "1h"
     rendered: list[dict[str, Any]] = []
     for i, b in enumerate(blocks):
-        blk: dict[str, Any] = {"type": "text", "text": b.text}
+        blk = _render(b)
         if i in chosen:
             blk["cache_control"] = dict(control)
         rendered.append(blk)

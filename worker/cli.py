@@ -88,12 +88,19 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
         return 2
     tags = _tags(args.tag)
     items: Iterator[Any]
+    skipped: list[str] = []
     if path.is_dir():
         if not args.prompt:
             print("routeq enqueue: a folder needs --prompt (what to do with each document)", file=sys.stderr)
             return 2
         items = sources.read_folder(
-            path, task=TaskType(args.task), prompt=args.prompt, system=args.system, tags=tags
+            path,
+            task=TaskType(args.task),
+            prompt=args.prompt,
+            system=args.system,
+            tags=tags,
+            pdf_mode=settings.pdf_mode,
+            skipped=skipped,
         )
     else:
         defaults: dict[str, Any] = {}
@@ -101,7 +108,7 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
             defaults["system"] = args.system
         if args.tag:
             defaults["tags"] = tags
-        items = sources.read_jsonl(path, defaults)
+        items = sources.read_jsonl(path, defaults, pdf_mode=settings.pdf_mode)
     from jobs import telemetry
 
     progress = Progress(sources.count_lines(path))
@@ -115,8 +122,16 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
     progress.close()
     for r in res.rejected:
         print(r, file=sys.stderr)
+    if path.is_dir():
+        # Never silently: other types are not jobs, and the user should know which files those were.
+        if args.verbose or args.list_skipped:
+            for name in skipped:
+                print(f"{name}: skipped (not a supported document type)", file=sys.stderr)
+        hint = "" if args.verbose or args.list_skipped or not skipped else " (--verbose lists them)"
+        print(f"skipped {len(skipped)} file(s) of other types{hint}", file=sys.stderr)
     if args.json:
-        print(orjson.dumps(res.summary()).decode())
+        extra = {"skipped": len(skipped)} if path.is_dir() else {}
+        print(orjson.dumps({**res.summary(), **extra}).decode())
     else:
         print(res.batch)
         print(
@@ -238,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--batch", help="batch id (default: a new one)")
     e.add_argument("--json", action="store_true")
+    e.add_argument(
+        "--verbose", dest="list_skipped", action="store_true", help="list the files skipped (folders)"
+    )
     e.set_defaults(func=_redis_command(_enqueue))
 
     w = sub.add_parser("worker", help="run a worker process")

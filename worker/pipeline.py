@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.connections import aw
 from jobs.contract import Job
+from jobs.documents.store import MissingDocument, load_documents
 from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
 from jobs.results import Attempt, Cost, JobResult, JobStatus, RouteRecord, Usage
 from jobs.serialization import CORRUPT_MARK, arq_job_payload
@@ -135,6 +136,7 @@ class JobRun:
         self.started = time.monotonic()
         self.cache_info: dict[str, Any] = {}
         self._unshared: frozenset[str] | None = None
+        self._contents: dict[str, str] | None = None
 
     # ------------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -286,6 +288,7 @@ class JobRun:
         if self.s.caching:
             ttl = "5m" if self.s.cache_ttl == "auto" else self.s.cache_ttl
         unshared = await self.unshared_documents()
+        contents = await self.document_contents()
         plan = cache.build_request(
             self.job,
             model,
@@ -293,6 +296,7 @@ class JobRun:
             ttl=ttl,
             caching=self.s.caching,
             unshared=unshared,
+            contents=contents,
         )
         if not plan.prefix_hashes:
             ttl = None
@@ -302,8 +306,16 @@ class JobRun:
             chosen, why = cache.choose_ttl(span_s, reuses, spec, self.today)
             if chosen != ttl:
                 ttl = chosen
-                plan = cache.build_request(self.job, model, spec, ttl=chosen, caching=True, unshared=unshared)
+                plan = cache.build_request(
+                    self.job, model, spec, ttl=chosen, caching=True, unshared=unshared, contents=contents
+                )
             self.cache_info = {"ttl": ttl, "ttl_reason": why}
+        pdfs = [d for d in self.job.documents if d.mode is not None]
+        if pdfs:
+            # How each PDF is sent and why (native: page images, text: its text layer).
+            self.cache_info["pdf"] = [
+                {"name": d.name, "mode": d.mode, "pages": d.pages, "reason": d.mode_reason} for d in pdfs
+            ]
         if plan.prefix_hashes:
             self.cache_info.update(
                 {
@@ -329,6 +341,19 @@ class JobRun:
                     d.content_key for d, n in zip(docs, counts, strict=True) if n is not None and int(n) <= 1
                 )
         return self._unshared
+
+    async def document_contents(self) -> dict[str, str]:
+        """The job's stored document content, read once per run; gone from Redis fails the job."""
+        if self._contents is None:
+            try:
+                self._contents = await load_documents(
+                    self.rt.redis, self.rt.keys, self.batch, self.job.documents
+                )
+            except MissingDocument as e:
+                msg = f"document {e.name!r}: its stored content is gone from Redis (batch expired?)"
+                await self.finish_failed(None, "document_missing", msg)
+                raise Stopped() from None
+        return self._contents
 
     async def expected_span(self, tier: Tier) -> tuple[float, int]:
         """How long the rest of this batch will keep reusing a prefix: pending jobs over the tier's pace."""
@@ -484,6 +509,7 @@ class JobRun:
             batch=self.batch,
             tenant=self.job.tags.tenant,
             task=self.job.task.value,
+            source=self.job.source,
             status=status,
             usage=usage,
             cost=cost,

@@ -8,11 +8,13 @@ a digest of the whole prompt (for deterministic answers) and the texts answers l
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from worker.mock_api.documents import parse_document
 from worker.mock_api.errors import ApiError, invalid
 from worker.mock_api.tokens import canonical_json, count_text
 
@@ -43,6 +45,7 @@ class ParsedRequest:
     system_text: str
     last_user_text: str
     texts: list[str] = field(default_factory=list)  # every system/user text, for test markers
+    documents: Counter[str] = field(default_factory=Counter)  # document blocks by source media type
 
 
 def decode_body(raw: bytes) -> dict[str, Any]:
@@ -66,11 +69,13 @@ class _Walker:
         self.seen_5m = False
 
     def add(self, tag: bytes, text: str, cache_control: Any, where: str) -> None:
-        data = text.encode()
+        self.add_counted(tag, text.encode(), count_text(text), cache_control, where)
+
+    def add_counted(self, tag: bytes, data: bytes, tokens: int, cache_control: Any, where: str) -> None:
         # Tag and length framing keep distinct block sequences from hashing the same.
         self.hasher.update(tag + len(data).to_bytes(8, "little"))
         self.hasher.update(data)
-        self.tokens += count_text(text)
+        self.tokens += tokens
         if cache_control is not None:
             self._breakpoint(cache_control, where)
 
@@ -152,6 +157,7 @@ def parse_messages_request(body: dict[str, Any], *, need_max_tokens: bool = True
     w.texts.extend(system_parts)
 
     last_user: list[str] = []
+    documents: Counter[str] = Counter()
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or msg.get("role") not in _ROLES:
             raise invalid(f"messages.{i}.role: Input should be 'user' or 'assistant'")
@@ -166,6 +172,14 @@ def parse_messages_request(body: dict[str, Any], *, need_max_tokens: bool = True
         elif isinstance(content, list):
             for j, block in enumerate(content):
                 where = f"messages.{i}.content.{j}"
+                if isinstance(block, dict) and block.get("type") == "document":
+                    if role != "user":
+                        raise invalid(f"{where}.type: document blocks belong in user messages")
+                    doc = parse_document(block, where)
+                    # Part of the hashed prefix like any block: the same PDF caches like the same text.
+                    w.add_counted(tag + b"D", doc.identity, doc.tokens, block.get("cache_control"), where)
+                    documents[doc.media_type] += 1
+                    continue
                 text, is_text = _block_text(block, where)
                 w.add(tag, text, block.get("cache_control"), where)
                 if is_text:
@@ -191,6 +205,7 @@ def parse_messages_request(body: dict[str, Any], *, need_max_tokens: bool = True
         system_text="\n".join(system_parts),
         last_user_text="\n".join(last_user),
         texts=w.texts,
+        documents=documents,
     )
 
 

@@ -179,6 +179,7 @@ class Handlers:
             job = request.headers.get(JOB_HEADER)
             if job:
                 s.stats.jobs[job] += 1
+            s.stats.documents.update(req.documents)
             payload = {
                 "id": _new_id("msg_"),
                 "type": "message",

@@ -59,6 +59,8 @@ class Stats:
     faults: Counter[str] = field(default_factory=Counter)
     jobs: Counter[str] = field(default_factory=Counter)
     count_tokens: int = 0
+    # Document blocks of billed requests, by source media type.
+    documents: Counter[str] = field(default_factory=Counter)
 
     def model(self, name: str) -> ModelStats:
         got = self.models.get(name)
@@ -72,4 +74,5 @@ class Stats:
             "faults": dict(self.faults),
             "jobs": dict(self.jobs),
             "count_tokens": self.count_tokens,
+            "documents": {"application/pdf": 0, "text/plain": 0, **self.documents},
         }

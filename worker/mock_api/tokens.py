@@ -6,6 +6,8 @@ input is the sum over its blocks, in the order tools -> system -> messages:
   - ``system`` as a string: that string; as a list: each text block's ``text``;
   - each message: a string content counts as one text block; in a list, a text block counts its
     ``text`` and any other block its JSON (keys sorted, compact, without ``cache_control``).
+  - a ``document`` block: a PDF costs ``PDF_PAGE_IMAGE_TOKENS`` (1,500) a page plus its text layer by
+    the text rule; a plain-text source its text (``worker/mock_api/documents.py``).
 There is no per-message or per-request overhead. Output text is counted with the same rule.
 """
 
