@@ -3,6 +3,7 @@ PDFs (pypdf), DOCX files (python-docx) and HTML pages."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 
@@ -79,3 +80,13 @@ SAMPLE_HTML = b"""<!doctype html><html><head><meta charset="utf-8"><title>Q3</ti
 <h2>By region</h2><table><tr><th>Region</th><th>Revenue</th></tr>
 <tr><td>EMEA</td><td>4.2M</td></tr><tr><td>APAC</td><td>3.1M</td></tr></table>
 <ul><li>Costs fell</li><li>Margins rose</li></ul></body></html>"""
+
+
+def noise_pdf(kib: int) -> bytes:
+    """A one-page PDF carrying about ``kib`` KiB of incompressible image data (a scan's worth)."""
+    side = int((kib * 1024 / 3) ** 0.5)
+    img = Image.frombytes("RGB", (side, side), hashlib.shake_256(b"noise").digest(side * side * 3))
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.image(img, x=10, y=10, w=100)
+    return bytes(pdf.output())

@@ -21,8 +21,6 @@ import anthropic
 import orjson
 import pytest
 from arq.jobs import deserialize_job
-from fpdf import FPDF
-from PIL import Image
 
 from jobs.connections import connect
 from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
@@ -180,16 +178,6 @@ async def test_shared_pdf_written_once_read_by_the_rest(fleet: Fleet, redis_url:
         await redis.aclose()
 
 
-def _noise_pdf(kib: int) -> bytes:
-    """A one-page PDF carrying about ``kib`` KiB of incompressible image data."""
-    side = int((kib * 1024 / 3) ** 0.5)
-    img = Image.frombytes("RGB", (side, side), hashlib.shake_256(b"noise").digest(side * side * 3))
-    pdf = FPDF()
-    pdf.add_page()
-    pdf.image(img, x=10, y=10, w=100)
-    return bytes(pdf.output())
-
-
 async def _memory(redis: Any, keys: list[str]) -> int:
     total = 0
     for k in keys:
@@ -201,7 +189,7 @@ async def test_a_pdf_in_every_job_is_stored_once_per_batch(redis_url: str, tmp_p
     """50 jobs carrying one ~1 MiB PDF: Redis holds it once. Anchor in the same run: the same job
     payloads with the PDF's base64 inline in each, as they would be without the batch store."""
     n = 50
-    pdf = _noise_pdf(1024)
+    pdf = docfiles.noise_pdf(1024)
     (tmp_path / "big.pdf").write_bytes(pdf)
     lines = [
         {"task": "qa", "prompt": f"q{i}", "documents": [{"path": "big.pdf", "mode": "native"}]}

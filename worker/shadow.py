@@ -16,6 +16,7 @@ from typing import Any
 
 from jobs.connections import aw
 from jobs.contract import Job
+from jobs.documents.store import MissingDocument, load_documents
 from jobs.results import usd_float
 from jobs.tiers import TOP_TIER, Tier
 from worker import cache, pricing, quality
@@ -72,7 +73,12 @@ async def _free_slot(rt: Runtime, est_in: int, est_out: int) -> Admission | None
 async def _top_answer(rt: Runtime, job: Job, prompt_job: Job) -> tuple[str, int] | None:
     s = rt.settings
     model, spec = s.model_for(TOP_TIER), s.spec_for(TOP_TIER)
-    plan = cache.build_request(prompt_job, model, spec, ttl=None, caching=False)
+    try:
+        batch = prompt_job.tags.batch or "default"
+        contents = await load_documents(rt.redis, rt.keys, batch, prompt_job.documents)
+    except MissingDocument:  # the batch expired: nothing to compare against
+        return None
+    plan = cache.build_request(prompt_job, model, spec, ttl=None, caching=False, contents=contents)
     adm = await _free_slot(rt, plan.estimated_input_tokens, prompt_job.max_output_tokens)
     if adm is None:
         return None
