@@ -8,6 +8,7 @@ import hashlib
 import zipfile
 from pathlib import Path
 
+import fakeredis.aioredis
 import orjson
 import pytest
 
@@ -18,6 +19,7 @@ from jobs.documents.html import html_to_text
 from jobs.documents.limits import MAX_PDF_BYTES, PDF_TOKENS_PER_PAGE, DocumentError
 from jobs.documents.mode import PdfFacts, choose_pdf_mode
 from jobs.documents.pdf import read_pdf
+from jobs.documents.store import ContentCache, MissingDocument, load_documents, store_documents
 from jobs.settings import Settings
 from jobs.sources import Rejected, read_folder, read_jsonl
 from tests import docfiles
@@ -345,3 +347,41 @@ def test_stand_in_counts_documents_and_rejects_bad_ones() -> None:
             and e.value.error_type == "invalid_request_error"
             and needle in e.value.message
         )
+
+
+def test_stand_in_takes_plain_text_document_sources() -> None:
+    block = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x" * 400}}
+    body = {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": [block]}]}
+    req = parse_messages_request(body)
+    assert req.documents == {"text/plain": 1} and req.input_tokens == 100
+
+
+# --- the worker's read of stored content --------------------------------------------------------------
+
+
+async def test_stored_content_is_read_once_per_process_and_missing_content_is_named() -> None:
+    redis = fakeredis.aioredis.FakeRedis()
+    keys = Settings(redis_url="redis://unused").keys
+    data = docfiles.text_pdf(1)
+    doc = loader.load_bytes(data, ".pdf", name="c.pdf", mode="native")
+    note = loader.load_bytes(b"plain words", ".txt", name="n.txt")
+    await store_documents(redis, keys, "b", [doc, note], 60_000, set())
+    cache = ContentCache(max_chars=10_000_000)
+    got = await load_documents(redis, keys, "b", [doc, note], cache)
+    assert got == {doc.ref: base64.b64encode(data).decode(), note.ref: "plain words"}
+    await redis.delete(keys.batch_document("b", doc.ref or ""), keys.batch_document("b", note.ref or ""))
+    assert await load_documents(redis, keys, "b", [doc, note], cache) == got  # from this process's cache
+    with pytest.raises(MissingDocument) as e:
+        await load_documents(redis, keys, "b", [doc])
+    assert e.value.name == "c.pdf"
+
+
+def test_content_cache_is_bounded() -> None:
+    cache = ContentCache(max_chars=10)
+    cache.put(("b", "1", "text/plain"), "aaaa")
+    cache.put(("b", "2", "text/plain"), "bbbb")
+    assert cache.get(("b", "1", "text/plain")) == "aaaa"  # now the most recent
+    cache.put(("b", "3", "text/plain"), "cccc")
+    assert cache.get(("b", "2", "text/plain")) is None and cache.get(("b", "1", "text/plain")) == "aaaa"
+    cache.put(("b", "4", "text/plain"), "x" * 11)
+    assert cache.get(("b", "4", "text/plain")) is None

@@ -23,6 +23,7 @@ import pytest
 from arq.jobs import deserialize_job
 
 from jobs.connections import connect
+from jobs.contract import TaskType
 from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
 from jobs.producer import Producer
 from jobs.reports import iter_results
@@ -277,3 +278,33 @@ async def test_stand_in_rejects_a_malformed_pdf_with_the_api_400(fleet: Fleet) -
         assert isinstance(body, dict) and body["type"] == "error"
         assert body["error"]["type"] == "invalid_request_error" and needle in body["error"]["message"]
     await c.close()
+
+
+async def test_content_gone_from_redis_fails_that_job_by_name_and_the_rest_go_on(
+    redis_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "gone.pdf").write_bytes(docfiles.text_pdf(1, seed=3))
+    (tmp_path / "kept.pdf").write_bytes(docfiles.text_pdf(1, seed=4))
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    try:
+        from jobs.sources import read_folder
+
+        res = await Producer(redis, s).enqueue(
+            read_folder(tmp_path, task=TaskType.qa, prompt="Fee?", system=None, tags={}, pdf_mode="native"),
+            batch="gone",
+        )
+        assert res.enqueued == 2
+        gone = hashlib.sha256((tmp_path / "gone.pdf").read_bytes()).hexdigest()
+        assert await redis.delete(s.keys.batch_document("gone", gone)) == 1
+        with Fleet(redis_url, workers=1):
+            await wait_batch(s, redis, "gone", timeout=60)
+        results = {r["source"]: r async for r in iter_results(redis, s.keys, "gone")}
+        assert results["kept.pdf"]["status"] == "done"
+        assert (
+            results["gone.pdf"]["status"] == "failed"
+            and results["gone.pdf"]["error_type"] == "document_missing"
+        )
+        assert "document 'gone.pdf': its stored content is gone" in results["gone.pdf"]["error"]
+    finally:
+        await redis.aclose()

@@ -347,7 +347,7 @@ class JobRun:
         if self._contents is None:
             try:
                 self._contents = await load_documents(
-                    self.rt.redis, self.rt.keys, self.batch, self.job.documents
+                    self.rt.redis, self.rt.keys, self.batch, self.job.documents, self.rt.documents
                 )
             except MissingDocument as e:
                 msg = f"document {e.name!r}: its stored content is gone from Redis (batch expired?)"

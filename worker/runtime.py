@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from anthropic import AsyncAnthropic
 from arq.connections import ArqRedis
 
+from jobs.documents.store import ContentCache
 from jobs.keys import Keys
 from jobs.settings import Settings
 from worker.budget import Budgets
@@ -39,6 +40,7 @@ class Runtime:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     owner: str = field(default_factory=owner_id)
     rng: random.Random = field(default_factory=random.Random)
+    documents: ContentCache = field(default_factory=ContentCache)
 
     @property
     def keys(self) -> Keys:

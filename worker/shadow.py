@@ -75,7 +75,7 @@ async def _top_answer(rt: Runtime, job: Job, prompt_job: Job) -> tuple[str, int]
     model, spec = s.model_for(TOP_TIER), s.spec_for(TOP_TIER)
     try:
         batch = prompt_job.tags.batch or "default"
-        contents = await load_documents(rt.redis, rt.keys, batch, prompt_job.documents)
+        contents = await load_documents(rt.redis, rt.keys, batch, prompt_job.documents, rt.documents)
     except MissingDocument:  # the batch expired: nothing to compare against
         return None
     plan = cache.build_request(prompt_job, model, spec, ttl=None, caching=False, contents=contents)

@@ -7,6 +7,7 @@ it expires with the batch's other keys. The producer stores it before the jobs a
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
@@ -46,20 +47,61 @@ async def store_documents(
         stored.add((batch, d.ref))
 
 
+class ContentCache:
+    """A worker process's recently sent document content by (batch, ref, media type), bounded in
+    characters: jobs sharing a document read it from Redis and encode it once per process, not per job."""
+
+    def __init__(self, max_chars: int = 256 * 1024 * 1024) -> None:
+        self.max_chars = max_chars
+        self._items: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._chars = 0
+
+    def get(self, key: tuple[str, str, str]) -> str | None:
+        got = self._items.get(key)
+        if got is not None:
+            self._items.move_to_end(key)
+        return got
+
+    def put(self, key: tuple[str, str, str], value: str) -> None:
+        if len(value) > self.max_chars or key in self._items:
+            return
+        self._items[key] = value
+        self._chars += len(value)
+        while self._chars > self.max_chars:
+            _, old = self._items.popitem(last=False)
+            self._chars -= len(old)
+
+
 async def load_documents(
-    redis: Redis, keys: Keys, batch: str, documents: Iterable[Document]
+    redis: Redis,
+    keys: Keys,
+    batch: str,
+    documents: Iterable[Document],
+    cache: ContentCache | None = None,
 ) -> dict[str, str]:
     """The stored content of ``documents`` by ref, as the request sends it: text, or base64 for a PDF
     sent natively. Raises :class:`MissingDocument` naming the first document whose content is gone."""
-    docs = [d for d in documents if d.ref is not None]
-    if not docs:
-        return {}
-    blobs: list[bytes | None] = await aw(redis.mget([keys.batch_document(batch, d.ref or "") for d in docs]))
     contents: dict[str, str] = {}
-    for d, blob in zip(docs, blobs, strict=True):
+    missing: list[Document] = []
+    for d in documents:
+        if d.ref is None:
+            continue
+        got = cache.get((batch, d.ref, d.media_type)) if cache is not None else None
+        if got is None:
+            missing.append(d)
+        else:
+            contents[d.ref] = got
+    if not missing:
+        return contents
+    blobs: list[bytes | None] = await aw(
+        redis.mget([keys.batch_document(batch, d.ref or "") for d in missing])
+    )
+    for d, blob in zip(missing, blobs, strict=True):
         if blob is None:
             raise MissingDocument(d.name)
-        contents[d.ref or ""] = (
-            base64.b64encode(blob).decode("ascii") if d.is_pdf else blob.decode("utf-8", "replace")
-        )
+        ref = d.ref or ""
+        value = base64.b64encode(blob).decode("ascii") if d.is_pdf else blob.decode("utf-8", "replace")
+        contents[ref] = value
+        if cache is not None:
+            cache.put((batch, ref, d.media_type), value)
     return contents
