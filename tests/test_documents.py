@@ -20,6 +20,7 @@ from jobs.documents.limits import MAX_PDF_BYTES, PDF_TOKENS_PER_PAGE, DocumentEr
 from jobs.documents.mode import PdfFacts, choose_pdf_mode
 from jobs.documents.pdf import read_pdf
 from jobs.documents.store import ContentCache, MissingDocument, load_documents, store_documents
+from jobs.producer import TooLarge, check_fits
 from jobs.settings import Settings
 from jobs.sources import Rejected, read_folder, read_jsonl
 from tests import docfiles
@@ -385,3 +386,16 @@ def test_content_cache_is_bounded() -> None:
     assert cache.get(("b", "2", "text/plain")) is None and cache.get(("b", "1", "text/plain")) == "aaaa"
     cache.put(("b", "4", "text/plain"), "x" * 11)
     assert cache.get(("b", "4", "text/plain")) is None
+
+
+def test_native_pdfs_over_the_per_request_page_limit_together_are_refused() -> None:
+    s = Settings(redis_url="redis://unused")
+    docs = tuple(
+        loader.load_bytes(
+            docfiles.text_pdf(60, seed=i, chars_per_page=40), ".pdf", name=f"{i}.pdf", mode="native"
+        )
+        for i in range(2)
+    )
+    with pytest.raises(TooLarge, match="120 pages together, over the API's 100 per request"):
+        check_fits(Job(task=TaskType.qa, prompt="p", documents=docs), s)
+    check_fits(Job(task=TaskType.qa, prompt="p", documents=docs[:1]), s)

@@ -1,8 +1,10 @@
 """JSONL documents that name a file, ``{"path", "name"?, "mode"?}``, read at enqueue relative to the
-JSONL file, each file once however many lines name it."""
+JSONL file. The last files read are kept (content included), so lines naming the same file read it
+once; the content is stored once per batch in any case (by its hash)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ from jobs.documents import loader
 from jobs.documents.limits import DocumentError
 
 _PATH_FIELDS = frozenset(("path", "name", "mode"))
+# Files kept in memory while reading one JSONL file (each up to 32 MB).
+KEEP_FILES = 16
 
 
 class PathDocuments:
@@ -19,7 +23,7 @@ class PathDocuments:
     def __init__(self, base: Path, pdf_mode: PdfMode) -> None:
         self.base = base
         self.pdf_mode = pdf_mode
-        self._loaded: dict[tuple[Path, str, str, str], Document | DocumentError] = {}
+        self._loaded: OrderedDict[tuple[Path, str, str, str], Document | DocumentError] = OrderedDict()
 
     def resolve(self, data: dict[str, Any]) -> dict[str, Any]:
         docs = data.get("documents")
@@ -45,12 +49,17 @@ class PathDocuments:
             raise ValueError(f"documents.{i}.mode: expected 'native', 'text' or 'auto' (got {mode!r})")
         file = self.base / rel
         key = (file, name, mode, task.value if task else "")
-        if key not in self._loaded:
+        got = self._loaded.get(key)
+        if got is None:
             try:
-                self._loaded[key] = loader.load_file(file, name=name, source=rel, task=task, mode=mode)
+                got = loader.load_file(file, name=name, source=rel, task=task, mode=mode)
             except DocumentError as e:
-                self._loaded[key] = e
-        got = self._loaded[key]
+                got = e
+            self._loaded[key] = got
+            if len(self._loaded) > KEEP_FILES:
+                self._loaded.popitem(last=False)
+        else:
+            self._loaded.move_to_end(key)
         if isinstance(got, DocumentError):
             raise ValueError(f"{rel}: {got}")
         return got
