@@ -45,9 +45,6 @@ class Keys:
         """Hash attempt-no -> response JSON of calls already paid for, so a re-run does not call again."""
         return f"{self.prefix}:paid:{job_id}"
 
-    def route(self, job_id: str) -> str:
-        return f"{self.prefix}:route:{job_id}"
-
     # --- per batch ----------------------------------------------------------------------------
     def batch_meta(self, batch: str) -> str:
         """Hash: created_at, tenant, enqueued, duplicates, rejected."""

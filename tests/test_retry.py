@@ -18,10 +18,8 @@ from worker.retry import (
     Fail,
     Fault,
     Retry,
-    RetryPolicy,
     backoff_s,
     classify,
-    count_overloads,
     next_action,
     parse_retry_after,
 )
@@ -308,19 +306,19 @@ def test_retry_until_exhausted() -> None:
 
 
 def test_escalates_only_after_n_consecutive_overloads() -> None:
-    overloads = 0
-    kinds = []
-    for attempt in range(1, 4):
-        overloads = count_overloads(overloads, OVERLOAD)
-        kinds.append(next_action(OVERLOAD, attempt, 6, overloads, True, 3, True).kind)
+    kinds = [
+        next_action(
+            OVERLOAD,
+            attempt=n,
+            max_attempts=6,
+            consecutive_overloads=n,
+            escalate_on_overload=True,
+            overload_escalate_after=3,
+            can_escalate=True,
+        ).kind
+        for n in range(1, 4)
+    ]
     assert kinds == ["retry", "retry", "escalate"]
-
-
-def test_non_overload_resets_the_overload_count() -> None:
-    n = count_overloads(count_overloads(0, OVERLOAD), OVERLOAD)
-    assert n == 2
-    assert count_overloads(n, PLAIN) == 0
-    assert count_overloads(0, OVERLOAD) == 1
 
 
 def test_no_escalation_when_not_allowed() -> None:
@@ -335,19 +333,6 @@ def test_overload_at_attempt_limit_escalates_rather_than_fails() -> None:
     assert isinstance(next_action(OVERLOAD, 6, 6, 3, True, 3, True), Escalate)
     final = next_action(OVERLOAD, 6, 6, 3, True, 3, False)
     assert isinstance(final, Fail) and final.cause.startswith("exhausted 6 attempts: overloaded (529)")
-
-
-def test_policy_from_settings_matches_free_function() -> None:
-    from jobs.settings import Settings
-
-    s = Settings(max_attempts=2, backoff_base_s=1.0, backoff_max_s=4.0, overload_escalate_after=1)
-    policy = RetryPolicy.from_settings(s)
-    assert policy == RetryPolicy(2, 1.0, 4.0, True, 1)
-    assert isinstance(policy.next_action(OVERLOAD, 1, 1, True, random.Random(0)), Escalate)
-    assert isinstance(policy.next_action(PLAIN, 2, 0, True, random.Random(0)), Fail)
-    a = policy.next_action(PLAIN, 1, 0, True, random.Random(5))
-    b = next_action(PLAIN, 1, 2, 0, True, 1, True, base_s=1.0, max_s=4.0, rng=random.Random(5))
-    assert a == b
 
 
 def test_spend_limit_code_read_from_body_when_sdk_does_not_parse_it() -> None:

@@ -39,8 +39,6 @@ from worker.store import persist
 
 log = logging.getLogger("routeq.pipeline")
 
-TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
-
 
 class Parked(Exception):
     """The job moved to a tier queue; this run is over without an outcome."""
@@ -132,7 +130,6 @@ class JobRun:
         self.parked = parked
         self.today = dt.datetime.now(dt.UTC).date()
         self.attempts: list[Attempt] = []
-        self.started = time.monotonic()
         self.cache_info: dict[str, Any] = {}
         self._unshared: frozenset[str] | None = None
 
@@ -235,7 +232,7 @@ class JobRun:
                 self.rt.warmer.mark_warm_into(
                     writes,
                     plan.warm_hash,
-                    TTL_SECONDS[ttl],
+                    cache.TTL_SECONDS[ttl],
                     token=leader.token if leader else None,
                     age_s=res.latency_ms / 1000.0,
                 )
@@ -280,7 +277,7 @@ class JobRun:
             return await self.finish_done(route, attempt, res.text, res.stop_reason)
 
     # ------------------------------------------------------------------------------------------------
-    async def plan(self, tier: Tier) -> tuple[cache.RequestPlan, str | None]:
+    async def plan(self, tier: Tier) -> tuple[cache.RequestPlan, cache.Ttl | None]:
         model, spec = self.s.model_for(tier), self.s.spec_for(tier)
         ttl: cache.Ttl | None = None
         if self.s.caching:
@@ -340,7 +337,9 @@ class JobRun:
         per_s = max(1.0, self.s.tier_limits(tier).concurrency / 2.0)  # assume ~2 s a call
         return pending / per_s, pending
 
-    async def warm_up(self, tier: Tier, plan: cache.RequestPlan, ttl: str | None) -> WarmDecision | None:
+    async def warm_up(
+        self, tier: Tier, plan: cache.RequestPlan, ttl: cache.Ttl | None
+    ) -> WarmDecision | None:
         """Let one job per cold prefix go first; hold the others until its response has started.
 
         On the intake queue a follower is parked instead of waiting, so it holds no intake slot.
@@ -348,7 +347,7 @@ class JobRun:
         h = plan.warm_hash
         if not (self.s.cache_warming and h and ttl):
             return None
-        ttl_s = TTL_SECONDS[ttl]
+        ttl_s = cache.TTL_SECONDS[ttl]
         t0 = time.monotonic()
         d = await self.rt.warmer.claim(h, ttl_s)
         if d.kind == "follower":
@@ -419,7 +418,9 @@ class JobRun:
         await self.finish_failed(None, "budget", got.reason)
         raise Stopped()
 
-    async def call(self, tier: Tier, plan: cache.RequestPlan, ttl: str | None) -> tuple[CallResult, Cost]:
+    async def call(
+        self, tier: Tier, plan: cache.RequestPlan, ttl: cache.Ttl | None
+    ) -> tuple[CallResult, Cost]:
         """The model call in its GenAI span; returns the answer and its itemised cost (priced once)."""
         model, spec = self.s.model_for(tier), self.s.spec_for(tier)
         with tracing.genai_span(
