@@ -97,7 +97,15 @@ def test_spend_limit_429_is_final() -> None:
     f = classify(exc)
     assert (f.kind, f.retryable, f.cooldown_tier, f.escalatable) == ("spend_limit", False, False, False)
     assert f.error_code == "enforced_spend_limit_reached"
-    action = next_action(f, 1, 6, 0, True, 3, True)
+    action = next_action(
+        f,
+        attempt=1,
+        max_attempts=6,
+        consecutive_overloads=0,
+        escalate_on_overload=True,
+        overload_escalate_after=3,
+        can_escalate=True,
+    )
     assert isinstance(action, Fail)
     assert "spend limit" in action.cause
 
@@ -148,7 +156,15 @@ def test_client_errors_are_final(status: int, exc_type: type[BaseException], kin
     assert isinstance(exc, exc_type)
     f = classify(exc)
     assert (f.kind, f.retryable, f.cooldown_tier) == (kind, False, False)
-    action = next_action(f, 1, 6, 0, True, 1, True)
+    action = next_action(
+        f,
+        attempt=1,
+        max_attempts=6,
+        consecutive_overloads=0,
+        escalate_on_overload=True,
+        overload_escalate_after=1,
+        can_escalate=True,
+    )
     assert isinstance(action, Fail)
     assert action.cause == f"{kind} ({status}): problem {status}"
 
@@ -262,10 +278,9 @@ def test_backoff_full_jitter_bounds_and_growth() -> None:
         assert min(samples) < 0.1 * window and max(samples) > 0.9 * window, attempt
 
 
-def test_backoff_is_deterministic_for_a_seed() -> None:
-    a = [backoff_s(3, PLAIN, 0.5, 30.0, random.Random(1)) for _ in range(3)]
-    b = [backoff_s(3, PLAIN, 0.5, 30.0, random.Random(1)) for _ in range(3)]
-    assert a == b
+def test_backoff_draws_from_the_rng_it_is_given() -> None:
+    # The caller's RNG decides: attempt 3 draws uniformly from [0, base * 2**2].
+    assert backoff_s(3, PLAIN, 0.5, 30.0, random.Random(1)) == random.Random(1).uniform(0.0, 2.0)
 
 
 def test_retry_after_is_a_floor() -> None:
@@ -297,10 +312,28 @@ OVERLOAD = Fault("overloaded", True, cooldown_tier=True, status=529, message="Ov
 def test_retry_until_exhausted() -> None:
     rng = random.Random(0)
     for attempt in range(1, 6):
-        action = next_action(PLAIN, attempt, 6, 0, True, 3, True, rng=rng)
+        action = next_action(
+            PLAIN,
+            attempt=attempt,
+            max_attempts=6,
+            consecutive_overloads=0,
+            escalate_on_overload=True,
+            overload_escalate_after=3,
+            can_escalate=True,
+            rng=rng,
+        )
         assert isinstance(action, Retry)
         assert 0.0 <= action.delay_s <= 30.0
-    last = next_action(Fault("server", True, status=500, message="Internal"), 6, 6, 0, True, 3, True, rng=rng)
+    last = next_action(
+        Fault("server", True, status=500, message="Internal"),
+        attempt=6,
+        max_attempts=6,
+        consecutive_overloads=0,
+        escalate_on_overload=True,
+        overload_escalate_after=3,
+        can_escalate=True,
+        rng=rng,
+    )
     assert isinstance(last, Fail)
     assert last.cause == "exhausted 6 attempts: server (500): Internal"
 
@@ -322,16 +355,79 @@ def test_escalates_only_after_n_consecutive_overloads() -> None:
 
 
 def test_no_escalation_when_not_allowed() -> None:
-    assert isinstance(next_action(OVERLOAD, 3, 6, 3, False, 3, True), Retry)  # disabled by settings
-    assert isinstance(next_action(OVERLOAD, 3, 6, 3, True, 3, False), Retry)  # already the top tier
-    assert isinstance(next_action(OVERLOAD, 3, 6, 2, True, 3, True), Retry)  # not enough in a row
+    assert isinstance(
+        next_action(
+            OVERLOAD,
+            attempt=3,
+            max_attempts=6,
+            consecutive_overloads=3,
+            escalate_on_overload=False,
+            overload_escalate_after=3,
+            can_escalate=True,
+        ),
+        Retry,
+    )  # disabled by settings
+    assert isinstance(
+        next_action(
+            OVERLOAD,
+            attempt=3,
+            max_attempts=6,
+            consecutive_overloads=3,
+            escalate_on_overload=True,
+            overload_escalate_after=3,
+            can_escalate=False,
+        ),
+        Retry,
+    )  # already the top tier
+    assert isinstance(
+        next_action(
+            OVERLOAD,
+            attempt=3,
+            max_attempts=6,
+            consecutive_overloads=2,
+            escalate_on_overload=True,
+            overload_escalate_after=3,
+            can_escalate=True,
+        ),
+        Retry,
+    )  # not enough in a row
     rate_limited = Fault("rate_limit", True, cooldown_tier=True, status=429)
-    assert isinstance(next_action(rate_limited, 3, 6, 9, True, 1, True), Retry)  # 429 is not escalatable
+    assert isinstance(
+        next_action(
+            rate_limited,
+            attempt=3,
+            max_attempts=6,
+            consecutive_overloads=9,
+            escalate_on_overload=True,
+            overload_escalate_after=1,
+            can_escalate=True,
+        ),
+        Retry,
+    )  # 429 is not escalatable
 
 
 def test_overload_at_attempt_limit_escalates_rather_than_fails() -> None:
-    assert isinstance(next_action(OVERLOAD, 6, 6, 3, True, 3, True), Escalate)
-    final = next_action(OVERLOAD, 6, 6, 3, True, 3, False)
+    assert isinstance(
+        next_action(
+            OVERLOAD,
+            attempt=6,
+            max_attempts=6,
+            consecutive_overloads=3,
+            escalate_on_overload=True,
+            overload_escalate_after=3,
+            can_escalate=True,
+        ),
+        Escalate,
+    )
+    final = next_action(
+        OVERLOAD,
+        attempt=6,
+        max_attempts=6,
+        consecutive_overloads=3,
+        escalate_on_overload=True,
+        overload_escalate_after=3,
+        can_escalate=False,
+    )
     assert isinstance(final, Fail) and final.cause.startswith("exhausted 6 attempts: overloaded (529)")
 
 

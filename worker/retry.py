@@ -297,13 +297,13 @@ Action = Retry | Escalate | Fail
 
 def next_action(
     fault: Fault,
+    *,
     attempt: int,
     max_attempts: int,
     consecutive_overloads: int,
     escalate_on_overload: bool,
     overload_escalate_after: int,
     can_escalate: bool,
-    *,
     base_s: float = 0.5,
     max_s: float = 30.0,
     rng: random.Random | None = None,
