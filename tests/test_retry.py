@@ -14,6 +14,7 @@ import pytest
 from worker.mock_api.errors import ERROR_TYPES  # the stand-in speaks the API's error types
 from worker.retry import (
     RETRY_AFTER_CAP_S,
+    Action,
     Escalate,
     Fail,
     Fault,
@@ -97,15 +98,7 @@ def test_spend_limit_429_is_final() -> None:
     f = classify(exc)
     assert (f.kind, f.retryable, f.cooldown_tier, f.escalatable) == ("spend_limit", False, False, False)
     assert f.error_code == "enforced_spend_limit_reached"
-    action = next_action(
-        f,
-        attempt=1,
-        max_attempts=6,
-        consecutive_overloads=0,
-        escalate_on_overload=True,
-        overload_escalate_after=3,
-        can_escalate=True,
-    )
+    action = decide_after(f)
     assert isinstance(action, Fail)
     assert "spend limit" in action.cause
 
@@ -156,15 +149,7 @@ def test_client_errors_are_final(status: int, exc_type: type[BaseException], kin
     assert isinstance(exc, exc_type)
     f = classify(exc)
     assert (f.kind, f.retryable, f.cooldown_tier) == (kind, False, False)
-    action = next_action(
-        f,
-        attempt=1,
-        max_attempts=6,
-        consecutive_overloads=0,
-        escalate_on_overload=True,
-        overload_escalate_after=1,
-        can_escalate=True,
-    )
+    action = decide_after(f, overload_escalate_after=1)
     assert isinstance(action, Fail)
     assert action.cause == f"{kind} ({status}): problem {status}"
 
@@ -306,128 +291,52 @@ def test_zero_base_means_no_wait() -> None:
 
 # --- decisions ------------------------------------------------------------------------------------
 
+
+def decide_after(fault: Fault, **counters: Any) -> Action:
+    """``next_action`` with everyday counters (first attempt, 6 allowed, escalation on after 3)."""
+    base: dict[str, Any] = dict(
+        attempt=1,
+        max_attempts=6,
+        consecutive_overloads=0,
+        escalate_on_overload=True,
+        overload_escalate_after=3,
+        can_escalate=True,
+    )
+    return next_action(fault, **{**base, **counters})
+
+
 OVERLOAD = Fault("overloaded", True, cooldown_tier=True, status=529, message="Overloaded", escalatable=True)
 
 
 def test_retry_until_exhausted() -> None:
     rng = random.Random(0)
     for attempt in range(1, 6):
-        action = next_action(
-            PLAIN,
-            attempt=attempt,
-            max_attempts=6,
-            consecutive_overloads=0,
-            escalate_on_overload=True,
-            overload_escalate_after=3,
-            can_escalate=True,
-            rng=rng,
-        )
+        action = decide_after(PLAIN, attempt=attempt, rng=rng)
         assert isinstance(action, Retry)
         assert 0.0 <= action.delay_s <= 30.0
-    last = next_action(
-        Fault("server", True, status=500, message="Internal"),
-        attempt=6,
-        max_attempts=6,
-        consecutive_overloads=0,
-        escalate_on_overload=True,
-        overload_escalate_after=3,
-        can_escalate=True,
-        rng=rng,
-    )
+    last = decide_after(Fault("server", True, status=500, message="Internal"), attempt=6, rng=rng)
     assert isinstance(last, Fail)
     assert last.cause == "exhausted 6 attempts: server (500): Internal"
 
 
 def test_escalates_only_after_n_consecutive_overloads() -> None:
-    kinds = [
-        next_action(
-            OVERLOAD,
-            attempt=n,
-            max_attempts=6,
-            consecutive_overloads=n,
-            escalate_on_overload=True,
-            overload_escalate_after=3,
-            can_escalate=True,
-        ).kind
-        for n in range(1, 4)
-    ]
+    kinds = [decide_after(OVERLOAD, attempt=n, consecutive_overloads=n).kind for n in range(1, 4)]
     assert kinds == ["retry", "retry", "escalate"]
 
 
 def test_no_escalation_when_not_allowed() -> None:
-    assert isinstance(
-        next_action(
-            OVERLOAD,
-            attempt=3,
-            max_attempts=6,
-            consecutive_overloads=3,
-            escalate_on_overload=False,
-            overload_escalate_after=3,
-            can_escalate=True,
-        ),
-        Retry,
-    )  # disabled by settings
-    assert isinstance(
-        next_action(
-            OVERLOAD,
-            attempt=3,
-            max_attempts=6,
-            consecutive_overloads=3,
-            escalate_on_overload=True,
-            overload_escalate_after=3,
-            can_escalate=False,
-        ),
-        Retry,
-    )  # already the top tier
-    assert isinstance(
-        next_action(
-            OVERLOAD,
-            attempt=3,
-            max_attempts=6,
-            consecutive_overloads=2,
-            escalate_on_overload=True,
-            overload_escalate_after=3,
-            can_escalate=True,
-        ),
-        Retry,
-    )  # not enough in a row
+    three = dict(attempt=3, consecutive_overloads=3)
+    assert isinstance(decide_after(OVERLOAD, **three, escalate_on_overload=False), Retry)  # by settings
+    assert isinstance(decide_after(OVERLOAD, **three, can_escalate=False), Retry)  # already the top tier
+    assert isinstance(decide_after(OVERLOAD, attempt=3, consecutive_overloads=2), Retry)  # not 3 in a row
     rate_limited = Fault("rate_limit", True, cooldown_tier=True, status=429)
-    assert isinstance(
-        next_action(
-            rate_limited,
-            attempt=3,
-            max_attempts=6,
-            consecutive_overloads=9,
-            escalate_on_overload=True,
-            overload_escalate_after=1,
-            can_escalate=True,
-        ),
-        Retry,
-    )  # 429 is not escalatable
+    many = dict(attempt=3, consecutive_overloads=9, overload_escalate_after=1)
+    assert isinstance(decide_after(rate_limited, **many), Retry)  # 429 is not escalatable
 
 
 def test_overload_at_attempt_limit_escalates_rather_than_fails() -> None:
-    assert isinstance(
-        next_action(
-            OVERLOAD,
-            attempt=6,
-            max_attempts=6,
-            consecutive_overloads=3,
-            escalate_on_overload=True,
-            overload_escalate_after=3,
-            can_escalate=True,
-        ),
-        Escalate,
-    )
-    final = next_action(
-        OVERLOAD,
-        attempt=6,
-        max_attempts=6,
-        consecutive_overloads=3,
-        escalate_on_overload=True,
-        overload_escalate_after=3,
-        can_escalate=False,
-    )
+    assert isinstance(decide_after(OVERLOAD, attempt=6, consecutive_overloads=3), Escalate)
+    final = decide_after(OVERLOAD, attempt=6, consecutive_overloads=3, can_escalate=False)
     assert isinstance(final, Fail) and final.cause.startswith("exhausted 6 attempts: overloaded (529)")
 
 
