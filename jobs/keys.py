@@ -129,6 +129,11 @@ class Keys:
         """Hash {cap, spent, reserved} in pico-USD for scope tenant|batch."""
         return f"{self.prefix}:budget:{scope}:{name}"
 
+    def budget_tokens(self, batch: str) -> str:
+        """Hash reservation token -> state for a batch's calls (``budget:tokens:<batch>`` cannot clash with
+        a scope hash: the scope is never "tokens")."""
+        return f"{self.prefix}:budget:tokens:{batch}"
+
     @property
     def budget_capped(self) -> str:
         """Set of "<scope>:<name>" that have a cap (plus a marker once it lists all of them): workers

@@ -83,6 +83,17 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def new_lease_id(owner: str) -> str:
+    """A lease (and line place) id of this process: ``<owner>:<nonce>``."""
+    return f"{owner}:{uuid.uuid4().hex[:16]}"
+
+
+def lease_id_prefix(owner: str) -> str:
+    """What every lease id of ``owner`` starts with: the reaper frees a dead owner's slots by it
+    (``recovery_reap.lua``)."""
+    return owner + ":"
+
+
 def _arg(limit: int | None) -> str:
     return UNLIMITED if limit is None else str(limit)
 
@@ -468,7 +479,7 @@ class TierGate:
         tier = Tier(tier)
         if self.waiting(tier):
             return Refusal(tier, "queued", self.max_poll_s, 0, self.settings.tier_limits(tier).concurrency)
-        lease_id = f"{self.owner}:{uuid.uuid4().hex[:16]}"
+        lease_id = new_lease_id(self.owner)
         return await self._acquire(tier, lease_id, est_input_tokens, est_output_tokens, keep_ms=0)
 
     async def _acquire(
@@ -512,7 +523,7 @@ class TierGate:
         waited_on: list[Reason] = []
         loop = asyncio.get_running_loop()
         est_in, est_out = max(0, est_input_tokens), max(0, est_output_tokens)
-        w = _Waiter(tier, f"{self.owner}:{uuid.uuid4().hex[:16]}", est_in, est_out, loop.create_future())
+        w = _Waiter(tier, new_lease_id(self.owner), est_in, est_out, loop.create_future())
         self._waiting[w.lease_id] = w
         got: Admission | Refusal | None = None
         try:

@@ -21,9 +21,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.connections import aw
 from jobs.contract import Job
-from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
+from jobs.keys import JOB_FUNCTION
 from jobs.results import Attempt, Cost, JobResult, JobStatus, RouteRecord, Usage
-from jobs.serialization import CORRUPT_MARK, arq_job_payload
+from jobs.serialization import CORRUPT_MARK, queue_arq_job
 from jobs.sources import explain
 from jobs.tiers import TOP_TIER, Tier
 from worker import cache, pricing, retry, router, tracing
@@ -386,12 +386,17 @@ class JobRun:
         What ``enqueue_job`` writes, in one MULTI instead of its WATCH round trips. A re-run of an intake
         job parked before (its run died before arq's finish) finds the document there and adds nothing.
         """
-        arq_id = f"{self.job_id}.{tier.value}"
-        now_ms = int(time.time() * 1000)
-        doc = arq_job_payload(JOB_FUNCTION, [self.wire], {"parked": tier.value}, now_ms)
         async with self.rt.redis.pipeline(transaction=True) as p:
-            p.set(ARQ_JOB_PREFIX + arq_id, doc, px=self.s.job_expiry_s * 1000, nx=True)
-            p.zadd(self.rt.keys.tier_queue(tier), {arq_id: now_ms}, nx=True)
+            queue_arq_job(
+                p,
+                queue=self.rt.keys.tier_queue(tier),
+                job_id=f"{self.job_id}.{tier.value}",
+                function=JOB_FUNCTION,
+                args=[self.wire],
+                kwargs={"parked": tier.value},
+                expiry_ms=self.s.job_expiry_s * 1000,
+                now_ms=int(time.time() * 1000),
+            )
             await p.execute()
         self.parked = tier
         raise Parked()
