@@ -45,9 +45,6 @@ class Keys:
         """Hash attempt-no -> response JSON of calls already paid for, so a re-run does not call again."""
         return f"{self.prefix}:paid:{job_id}"
 
-    def route(self, job_id: str) -> str:
-        return f"{self.prefix}:route:{job_id}"
-
     # --- per batch ----------------------------------------------------------------------------
     def batch_meta(self, batch: str) -> str:
         """Hash: created_at, tenant, enqueued, duplicates, rejected."""
@@ -136,6 +133,11 @@ class Keys:
     def budget(self, scope: str, name: str) -> str:
         """Hash {cap, spent, reserved} in pico-USD for scope tenant|batch."""
         return f"{self.prefix}:budget:{scope}:{name}"
+
+    def budget_tokens(self, batch: str) -> str:
+        """Hash reservation token -> state for a batch's calls (``budget:tokens:<batch>`` cannot clash with
+        a scope hash: the scope is never "tokens")."""
+        return f"{self.prefix}:budget:tokens:{batch}"
 
     @property
     def budget_capped(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from redis.asyncio.client import Pipeline
 
 CORRUPT_MARK = "__routeq_corrupt__"
 
@@ -46,3 +47,28 @@ def deserialize(raw: bytes) -> Any:
 def arq_job_payload(function: str, args: list[Any], kwargs: dict[str, Any], enqueue_time_ms: int) -> bytes:
     """The exact document ``arq.jobs.serialize_job`` writes, so arq workers read what we enqueue in bulk."""
     return orjson.dumps({"t": None, "f": function, "a": args, "k": kwargs, "et": enqueue_time_ms})
+
+
+def queue_arq_job(
+    pipe: Pipeline,
+    *,
+    queue: str,
+    job_id: str,
+    function: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    expiry_ms: int,
+    now_ms: int,
+    replace: bool = False,
+) -> None:
+    """Queue, in ``pipe``, the two writes of arq's ``enqueue_job``: the job document and its queue entry.
+
+    Every single-job write goes through here (parking on a tier queue, shadow runs, ``routeq retry``); the
+    bulk producer's ``jobs/lua/enqueue.lua`` writes the same document for many jobs at once. Without
+    ``replace`` an existing document or entry is kept, so a re-run adds nothing twice.
+    """
+    from jobs.keys import ARQ_JOB_PREFIX
+
+    doc = arq_job_payload(function, args, kwargs, now_ms)
+    pipe.set(ARQ_JOB_PREFIX + job_id, doc, px=expiry_ms, nx=not replace)
+    pipe.zadd(queue, {job_id: now_ms}, nx=not replace)

@@ -21,7 +21,6 @@ from worker.budget import (
     Reservation,
     fmt_usd,
     token_for,
-    tokens_key,
     usd_to_pusd,
 )
 from worker.budget_cli import add_budget_commands
@@ -249,7 +248,7 @@ async def test_batch_state_expires_tenant_state_does_not(redis: Redis) -> None:
     await budgets.set_cap("batch", "b1", Decimal(1))
     await ok(budgets, CENT, "j:1")
     assert await redis.pttl(KEYS.budget("tenant", "acme")) == -1
-    for key in (KEYS.budget("batch", "b1"), tokens_key(KEYS, "b1")):
+    for key in (KEYS.budget("batch", "b1"), KEYS.budget_tokens("b1")):
         assert 3_590_000 < await redis.pttl(key) <= 3_600_000
 
 

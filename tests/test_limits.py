@@ -27,7 +27,6 @@ from worker.limits import (
     Refusal,
     TierGate,
     cooldown_from_headers,
-    get_limits,
     limits_detail,
     reset_limits,
     set_limits,
@@ -293,19 +292,27 @@ async def test_bucket_refills_continuously_and_oversized_requests_go_into_debt(
     gates: GateFactory, redis: Redis
 ) -> None:
     gate = await gates(make_settings(concurrency=10, itpm=6000))  # 100 tokens/s
-    assert (await gate.take_tokens(T, itpm=10))[0]
+
+    async def take(itpm: int) -> Admission | Refusal:
+        got = await gate.try_admit(T, itpm, 0)
+        if isinstance(got, Admission):
+            await got.abandon()  # the reservation stays charged
+        return got
+
+    assert isinstance(await take(10), Admission)
     await asyncio.sleep(0.3)  # would refill 30: capped at capacity
-    assert (await gate.take_tokens(T, itpm=1))[0]
+    assert isinstance(await take(1), Admission)
     assert await bucket(redis, "itpm") == pytest.approx(5999, abs=0.5)
     await redis.delete(KEYS.bucket(T, "itpm"))
-    ok, _, _ = await gate.take_tokens(T, itpm=6000)
-    assert ok and await bucket(redis, "itpm") == pytest.approx(0, abs=2)
+    assert isinstance(await take(6000), Admission)
+    assert await bucket(redis, "itpm") == pytest.approx(0, abs=2)
     await asyncio.sleep(0.3)
-    ok, kind, wait = await gate.take_tokens(T, itpm=100)
-    assert not ok and kind == "itpm" and wait == pytest.approx(0.7, abs=0.15)
+    got = await take(100)
+    assert isinstance(got, Refusal) and got.reason == "itpm"
+    assert got.retry_in_s == pytest.approx(0.7, abs=0.15)
     await redis.delete(KEYS.bucket(T, "itpm"))  # full again
-    ok, _, _ = await gate.take_tokens(T, itpm=9000)  # larger than capacity: admitted when full
-    assert ok and await bucket(redis, "itpm") == pytest.approx(-3000, abs=2)
+    assert isinstance(await take(9000), Admission)  # larger than capacity: admitted when full
+    assert await bucket(redis, "itpm") == pytest.approx(-3000, abs=2)
 
 
 # --- cooldown ------------------------------------------------------------------------------------------
@@ -410,9 +417,13 @@ async def test_runtime_limit_change_applies_within_a_second_without_events(
     await adm.release(1, 1)
 
 
+async def effective(redis: Redis, settings: Settings) -> dict[str, int | None]:
+    return {k: v.value for k, v in (await limits_detail(redis, KEYS, settings))[T].items()}
+
+
 async def test_get_set_reset_limits(redis: Redis) -> None:
     settings = make_settings(concurrency=3, rpm=50)
-    assert (await get_limits(redis, KEYS, settings))[T] == TierLimits(concurrency=3, rpm=50)
+    assert await effective(redis, settings) == {"concurrency": 3, "rpm": 50, "itpm": None, "otpm": None}
     written = await set_limits(redis, KEYS, T, concurrency=7, rpm=0, itpm=1000, otpm="none")
     assert written == {
         "sonnet:concurrency": "7",
@@ -420,15 +431,13 @@ async def test_get_set_reset_limits(redis: Redis) -> None:
         "sonnet:itpm": "1000",
         "sonnet:otpm": "none",
     }
-    lim = await get_limits(redis, KEYS, settings)
-    assert lim[T] == TierLimits(concurrency=7, rpm=None, itpm=1000, otpm=None)
-    assert lim[Tier.opus] == settings.tier_limits(Tier.opus)
+    assert await effective(redis, settings) == {"concurrency": 7, "rpm": None, "itpm": 1000, "otpm": None}
     detail = await limits_detail(redis, KEYS, settings)
     assert detail[T]["rpm"].source == "runtime" and detail[Tier.opus]["rpm"].source == "settings"
     with pytest.raises(ValueError):
         await set_limits(redis, KEYS, T, concurrency=0)
     await reset_limits(redis, KEYS, T)
-    assert (await get_limits(redis, KEYS, settings))[T] == TierLimits(concurrency=3, rpm=50)
+    assert await effective(redis, settings) == {"concurrency": 3, "rpm": 50, "itpm": None, "otpm": None}
 
 
 # --- wake-up latency -----------------------------------------------------------------------------------

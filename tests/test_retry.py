@@ -14,14 +14,13 @@ import pytest
 from worker.mock_api.errors import ERROR_TYPES  # the stand-in speaks the API's error types
 from worker.retry import (
     RETRY_AFTER_CAP_S,
+    Action,
     Escalate,
     Fail,
     Fault,
     Retry,
-    RetryPolicy,
     backoff_s,
     classify,
-    count_overloads,
     next_action,
     parse_retry_after,
 )
@@ -99,7 +98,7 @@ def test_spend_limit_429_is_final() -> None:
     f = classify(exc)
     assert (f.kind, f.retryable, f.cooldown_tier, f.escalatable) == ("spend_limit", False, False, False)
     assert f.error_code == "enforced_spend_limit_reached"
-    action = next_action(f, 1, 6, 0, True, 3, True)
+    action = decide_after(f)
     assert isinstance(action, Fail)
     assert "spend limit" in action.cause
 
@@ -150,7 +149,7 @@ def test_client_errors_are_final(status: int, exc_type: type[BaseException], kin
     assert isinstance(exc, exc_type)
     f = classify(exc)
     assert (f.kind, f.retryable, f.cooldown_tier) == (kind, False, False)
-    action = next_action(f, 1, 6, 0, True, 1, True)
+    action = decide_after(f, overload_escalate_after=1)
     assert isinstance(action, Fail)
     assert action.cause == f"{kind} ({status}): problem {status}"
 
@@ -264,10 +263,9 @@ def test_backoff_full_jitter_bounds_and_growth() -> None:
         assert min(samples) < 0.1 * window and max(samples) > 0.9 * window, attempt
 
 
-def test_backoff_is_deterministic_for_a_seed() -> None:
-    a = [backoff_s(3, PLAIN, 0.5, 30.0, random.Random(1)) for _ in range(3)]
-    b = [backoff_s(3, PLAIN, 0.5, 30.0, random.Random(1)) for _ in range(3)]
-    assert a == b
+def test_backoff_draws_from_the_rng_it_is_given() -> None:
+    # The caller's RNG decides: attempt 3 draws uniformly from [0, base * 2**2].
+    assert backoff_s(3, PLAIN, 0.5, 30.0, random.Random(1)) == random.Random(1).uniform(0.0, 2.0)
 
 
 def test_retry_after_is_a_floor() -> None:
@@ -293,61 +291,53 @@ def test_zero_base_means_no_wait() -> None:
 
 # --- decisions ------------------------------------------------------------------------------------
 
+
+def decide_after(fault: Fault, **counters: Any) -> Action:
+    """``next_action`` with everyday counters (first attempt, 6 allowed, escalation on after 3)."""
+    base: dict[str, Any] = dict(
+        attempt=1,
+        max_attempts=6,
+        consecutive_overloads=0,
+        escalate_on_overload=True,
+        overload_escalate_after=3,
+        can_escalate=True,
+    )
+    return next_action(fault, **{**base, **counters})
+
+
 OVERLOAD = Fault("overloaded", True, cooldown_tier=True, status=529, message="Overloaded", escalatable=True)
 
 
 def test_retry_until_exhausted() -> None:
     rng = random.Random(0)
     for attempt in range(1, 6):
-        action = next_action(PLAIN, attempt, 6, 0, True, 3, True, rng=rng)
+        action = decide_after(PLAIN, attempt=attempt, rng=rng)
         assert isinstance(action, Retry)
         assert 0.0 <= action.delay_s <= 30.0
-    last = next_action(Fault("server", True, status=500, message="Internal"), 6, 6, 0, True, 3, True, rng=rng)
+    last = decide_after(Fault("server", True, status=500, message="Internal"), attempt=6, rng=rng)
     assert isinstance(last, Fail)
     assert last.cause == "exhausted 6 attempts: server (500): Internal"
 
 
 def test_escalates_only_after_n_consecutive_overloads() -> None:
-    overloads = 0
-    kinds = []
-    for attempt in range(1, 4):
-        overloads = count_overloads(overloads, OVERLOAD)
-        kinds.append(next_action(OVERLOAD, attempt, 6, overloads, True, 3, True).kind)
+    kinds = [decide_after(OVERLOAD, attempt=n, consecutive_overloads=n).kind for n in range(1, 4)]
     assert kinds == ["retry", "retry", "escalate"]
 
 
-def test_non_overload_resets_the_overload_count() -> None:
-    n = count_overloads(count_overloads(0, OVERLOAD), OVERLOAD)
-    assert n == 2
-    assert count_overloads(n, PLAIN) == 0
-    assert count_overloads(0, OVERLOAD) == 1
-
-
 def test_no_escalation_when_not_allowed() -> None:
-    assert isinstance(next_action(OVERLOAD, 3, 6, 3, False, 3, True), Retry)  # disabled by settings
-    assert isinstance(next_action(OVERLOAD, 3, 6, 3, True, 3, False), Retry)  # already the top tier
-    assert isinstance(next_action(OVERLOAD, 3, 6, 2, True, 3, True), Retry)  # not enough in a row
+    three = dict(attempt=3, consecutive_overloads=3)
+    assert isinstance(decide_after(OVERLOAD, **three, escalate_on_overload=False), Retry)  # by settings
+    assert isinstance(decide_after(OVERLOAD, **three, can_escalate=False), Retry)  # already the top tier
+    assert isinstance(decide_after(OVERLOAD, attempt=3, consecutive_overloads=2), Retry)  # not 3 in a row
     rate_limited = Fault("rate_limit", True, cooldown_tier=True, status=429)
-    assert isinstance(next_action(rate_limited, 3, 6, 9, True, 1, True), Retry)  # 429 is not escalatable
+    many = dict(attempt=3, consecutive_overloads=9, overload_escalate_after=1)
+    assert isinstance(decide_after(rate_limited, **many), Retry)  # 429 is not escalatable
 
 
 def test_overload_at_attempt_limit_escalates_rather_than_fails() -> None:
-    assert isinstance(next_action(OVERLOAD, 6, 6, 3, True, 3, True), Escalate)
-    final = next_action(OVERLOAD, 6, 6, 3, True, 3, False)
+    assert isinstance(decide_after(OVERLOAD, attempt=6, consecutive_overloads=3), Escalate)
+    final = decide_after(OVERLOAD, attempt=6, consecutive_overloads=3, can_escalate=False)
     assert isinstance(final, Fail) and final.cause.startswith("exhausted 6 attempts: overloaded (529)")
-
-
-def test_policy_from_settings_matches_free_function() -> None:
-    from jobs.settings import Settings
-
-    s = Settings(max_attempts=2, backoff_base_s=1.0, backoff_max_s=4.0, overload_escalate_after=1)
-    policy = RetryPolicy.from_settings(s)
-    assert policy == RetryPolicy(2, 1.0, 4.0, True, 1)
-    assert isinstance(policy.next_action(OVERLOAD, 1, 1, True, random.Random(0)), Escalate)
-    assert isinstance(policy.next_action(PLAIN, 2, 0, True, random.Random(0)), Fail)
-    a = policy.next_action(PLAIN, 1, 0, True, random.Random(5))
-    b = next_action(PLAIN, 1, 2, 0, True, 1, True, base_s=1.0, max_s=4.0, rng=random.Random(5))
-    assert a == b
 
 
 def test_spend_limit_code_read_from_body_when_sdk_does_not_parse_it() -> None:

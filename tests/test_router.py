@@ -60,6 +60,8 @@ def test_rules_keep_a_floor_under_the_learned_score() -> None:
     assert rec.tier is Tier.sonnet  # one below the rule pick, not haiku
 
 
-def test_decision_is_deterministic() -> None:
-    j = job(task="synthesize", prompt="Design a migration plan and evaluate risks.")
-    assert decide(j, 0.5, T) == decide(j, 0.5, T)
+def test_learned_score_picks_the_tier_within_the_frame() -> None:
+    j = job(task="synthesize", prompt="Summarise these notes in two lines.")
+    picked = {score: decide(j, score, T).tier for score in (0.1, 0.5, 0.9)}
+    assert picked == {0.1: Tier.haiku, 0.5: Tier.sonnet, 0.9: Tier.opus}
+    assert "learned 0.90 -> opus" in decide(j, 0.9, T).reason

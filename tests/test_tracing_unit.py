@@ -78,8 +78,6 @@ def run_attempt(job: Job, *, trace_content: bool = False) -> None:
             tracing.set_route(span, record)
         with tracing.wait_span("slot", Tier.sonnet):
             pass
-        with tracing.cache_warm_span("abc123", "writer"):
-            pass
         with tracing.genai_span(
             "claude-sonnet-4-5",
             512,
@@ -196,7 +194,6 @@ def test_producer_to_worker_one_trace_per_chunk(traced: OtlpReceiver) -> None:
         assert attrs["messaging.system"] == "arq"
         children = [s for s in spans if s["parent"] == a["span_id"]]
         assert sorted(s["name"] for s in children) == [
-            "cache.warm",
             "chat claude-sonnet-4-5",
             "route",
             "wait",
@@ -210,7 +207,7 @@ def test_one_job_producer_span(traced: OtlpReceiver) -> None:
         pass
     run_attempt(make_job(7, carrier))
     flush()
-    spans = traced.wait_for(lambda s: len(s) >= 6)
+    spans = traced.wait_for(lambda s: len(s) >= 5)
     (create,) = by_name(spans, f"create {QUEUE}")
     (attempt,) = by_name(spans, tracing.attempt_span_name(QUEUE))
     assert create["kind"] == "PRODUCER" and create["attributes"]["routeq.job_id"] == "j7"
@@ -221,7 +218,7 @@ def test_one_job_producer_span(traced: OtlpReceiver) -> None:
 def test_job_without_context_has_no_link(traced: OtlpReceiver) -> None:
     run_attempt(make_job())
     flush()
-    spans = traced.wait_for(lambda s: len(s) >= 5)
+    spans = traced.wait_for(lambda s: len(s) >= 4)
     (attempt,) = by_name(spans, tracing.attempt_span_name(QUEUE))
     assert attempt["parent"] is None and attempt["links"] == []
 
@@ -255,7 +252,7 @@ def test_genai_and_route_attributes(traced: OtlpReceiver) -> None:
     with telemetry.enqueue_span("b1", 1):
         run_attempt(make_job(0, telemetry.inject_context()))
     flush()
-    spans = traced.wait_for(lambda s: len(s) >= 6)
+    spans = traced.wait_for(lambda s: len(s) >= 5)
     chat = _one(spans, "chat claude-sonnet-4-5")
     assert chat["kind"] == "CLIENT"
     assert chat["attributes"] == {
@@ -287,14 +284,14 @@ def test_genai_and_route_attributes(traced: OtlpReceiver) -> None:
 def test_content_is_off_by_default_and_on_when_asked(traced: OtlpReceiver) -> None:
     run_attempt(make_job(0))
     flush()
-    spans = traced.wait_for(lambda s: len(s) >= 5)
+    spans = traced.wait_for(lambda s: len(s) >= 4)
     assert _one(spans, "chat claude-sonnet-4-5")["events"] == []
     assert not any(b"Summarise document" in body or b"ANSWER-TEXT" in body for body in traced.raw)
 
     traced.clear()
     run_attempt(make_job(0), trace_content=True)
     flush()
-    spans = traced.wait_for(lambda s: len(s) >= 5)
+    spans = traced.wait_for(lambda s: len(s) >= 4)
     events = {e["name"]: e["attributes"] for e in _one(spans, "chat claude-sonnet-4-5")["events"]}
     assert "Summarise document 0" in events["gen_ai.input"]["gen_ai.input.messages"]
     assert "Be brief." in events["gen_ai.input"]["gen_ai.system_instructions"]

@@ -64,7 +64,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         store=Store(redis, settings),
         gate=gate,
         warmer=CacheWarmer(redis, settings.keys, settings.warm_wait_s),
-        budgets=Budgets(redis, settings.keys),
+        budgets=Budgets.for_settings(redis, settings),
         scorer=scorer,
         thresholds=thresholds,
         owner=owner,

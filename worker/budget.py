@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from jobs.keys import Keys
 from jobs.results import PICO, pico_to_usd
+from jobs.settings import Settings
 from worker.scripts import Scripts, WriteBatch
 
 Scope = Literal["tenant", "batch"]
@@ -39,12 +40,6 @@ DEFAULT_TOKEN_TTL_S: Final = 7 * 86400
 CAPS_REFRESH_S: Final = 1.0
 # Member of Keys.budget_capped saying the set lists every capped scope (it was built or rebuilt).
 CAPS_COMPLETE: Final = "~complete"
-
-
-def tokens_key(keys: Keys, batch: str) -> str:
-    """Token hash of a batch. ``budget:tokens:<batch>`` cannot clash with a scope hash (scope is never
-    "tokens"). To move into ``jobs.keys.Keys`` as ``budget_tokens(batch)``."""
-    return keys.budget("tokens", batch)
 
 
 def token_for(job_id: str, attempt: int) -> str:
@@ -122,6 +117,7 @@ def _check_scope(scope: str) -> Scope:
 
 class Budgets:
     def __init__(self, redis: Redis, keys: Keys, token_ttl_s: int = DEFAULT_TOKEN_TTL_S) -> None:
+        """``token_ttl_s``: how long a call's reservation token is remembered (see :meth:`for_settings`)."""
         self.redis = redis
         self.keys = keys
         self._ttl_ms = str(int(token_ttl_s * 1000))
@@ -130,11 +126,16 @@ class Budgets:
         self._capped_complete = False
         self._capped_at = -CAPS_REFRESH_S
 
+    @classmethod
+    def for_settings(cls, redis: Redis, settings: Settings) -> Budgets:
+        """Workers and the CLI alike: tokens live as long as the batch they belong to."""
+        return cls(redis, settings.keys, token_ttl_s=settings.job_expiry_s + settings.result_ttl_s)
+
     def _keys(self, tenant: str, batch: str) -> list[str]:
         return [
             self.keys.budget("tenant", tenant),
             self.keys.budget("batch", batch),
-            tokens_key(self.keys, batch),
+            self.keys.budget_tokens(batch),
         ]
 
     async def set_cap(self, scope: str, name: str, usd: Decimal | None) -> None:

@@ -63,7 +63,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str] | None:
 def _budgets(settings: Settings) -> tuple[Redis, Budgets]:
     assert settings.redis_url is not None
     redis = Redis.from_url(settings.redis_url)
-    return redis, Budgets(redis, settings.keys, token_ttl_s=settings.result_ttl_s)
+    return redis, Budgets.for_settings(redis, settings)
 
 
 async def _set(settings: Settings, scope: str, name: str, usd: Decimal | None) -> dict[str, Any]:

@@ -60,7 +60,7 @@ from redis.exceptions import RedisError
 
 from jobs.keys import Keys
 from jobs.results import Usage
-from jobs.settings import Settings, TierLimits
+from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER, Tier
 from worker.scripts import Scripts, WriteBatch
 
@@ -81,6 +81,17 @@ LINE_KEEP_MS = 5000
 
 def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def new_lease_id(owner: str) -> str:
+    """A lease (and line place) id of this process: ``<owner>:<nonce>``."""
+    return f"{owner}:{uuid.uuid4().hex[:16]}"
+
+
+def lease_id_prefix(owner: str) -> str:
+    """What every lease id of ``owner`` starts with: the reaper frees a dead owner's slots by it
+    (``recovery_reap.lua``)."""
+    return owner + ":"
 
 
 def _arg(limit: int | None) -> str:
@@ -120,20 +131,6 @@ async def limits_detail(
             else:
                 per[kind] = LimitValue(_parse_override(override), "runtime")
         out[tier] = per
-    return out
-
-
-async def get_limits(redis: Redis, keys: Keys, settings: Settings) -> dict[Tier, TierLimits]:
-    """``Settings.limits`` overlaid with the runtime overrides (what the scripts enforce)."""
-    detail = await limits_detail(redis, keys, settings)
-    out: dict[Tier, TierLimits] = {}
-    for tier, per in detail.items():
-        # An override of concurrency to "none" would mean unlimited; TierLimits cannot say that, so the
-        # settings value is shown (set_limits never writes it).
-        conc = per["concurrency"].value or settings.tier_limits(tier).concurrency
-        out[tier] = TierLimits(
-            concurrency=conc, rpm=per["rpm"].value, itpm=per["itpm"].value, otpm=per["otpm"].value
-        )
     return out
 
 
@@ -482,7 +479,7 @@ class TierGate:
         tier = Tier(tier)
         if self.waiting(tier):
             return Refusal(tier, "queued", self.max_poll_s, 0, self.settings.tier_limits(tier).concurrency)
-        lease_id = f"{self.owner}:{uuid.uuid4().hex[:16]}"
+        lease_id = new_lease_id(self.owner)
         return await self._acquire(tier, lease_id, est_input_tokens, est_output_tokens, keep_ms=0)
 
     async def _acquire(
@@ -526,7 +523,7 @@ class TierGate:
         waited_on: list[Reason] = []
         loop = asyncio.get_running_loop()
         est_in, est_out = max(0, est_input_tokens), max(0, est_output_tokens)
-        w = _Waiter(tier, f"{self.owner}:{uuid.uuid4().hex[:16]}", est_in, est_out, loop.create_future())
+        w = _Waiter(tier, new_lease_id(self.owner), est_in, est_out, loop.create_future())
         self._waiting[w.lease_id] = w
         got: Admission | Refusal | None = None
         try:
@@ -634,23 +631,6 @@ class TierGate:
         granted = _text(reply[1])
         if granted:
             self._granted(granted)  # ours: start now rather than on the pubsub echo
-
-    async def take_tokens(
-        self, tier: Tier, rpm: int = 0, itpm: int = 0, otpm: int = 0, settle: bool = False
-    ) -> tuple[bool, str, float]:
-        """Bucket operation on its own (e.g. charging a retry's tokens): reserve all-or-nothing, or with
-        ``settle`` apply signed amounts unconditionally. Returns (ok, kind refusing, wait seconds)."""
-        res = await self._buckets(Tier(tier), "settle" if settle else "reserve", (rpm, itpm, otpm))
-        return bool(int(res[0])), _text(res[1]), int(res[2]) / 1000
-
-    async def _buckets(self, tier: Tier, mode: str, amounts: tuple[int, int, int]) -> Any:
-        lim = self.settings.tier_limits(tier)
-        k = self.keys
-        return await self._scripts.run(
-            "bucket_take",
-            [k.limits_config, *self._bucket_keys(tier)],
-            [str(tier), mode, _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm), *amounts],
-        )
 
     async def in_flight(self, tier: Tier) -> int:
         """Leases currently held (expired ones excluded) on the tier, fleet-wide."""

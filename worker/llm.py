@@ -21,7 +21,6 @@ class CallResult:
     model: str
     message_id: str
     request_id: str | None
-    headers: dict[str, str]
     latency_ms: int
 
 
@@ -63,18 +62,12 @@ async def call(
     msg = orjson.loads(await raw.read())
     latency_ms = int((time.perf_counter() - t0) * 1000)
     text = "".join(b.get("text", "") for b in msg.get("content") or () if b.get("type") == "text")
-    headers = {
-        k.lower(): v
-        for k, v in raw.headers.items()
-        if k.lower().startswith(("anthropic-ratelimit", "request-id", "retry-after"))
-    }
     return CallResult(
         text=text,
         stop_reason=msg.get("stop_reason"),
         usage=usage_from(msg.get("usage") or {}, requested_ttl),
         model=msg.get("model") or str(params.get("model", "")),
         message_id=msg.get("id") or "",
-        request_id=headers.get("request-id"),
-        headers=headers,
+        request_id=raw.headers.get("request-id"),
         latency_ms=latency_ms,
     )

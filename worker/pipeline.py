@@ -22,9 +22,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from jobs.connections import aw
 from jobs.contract import Job
 from jobs.documents.store import MissingDocument, load_documents
-from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
+from jobs.keys import JOB_FUNCTION
 from jobs.results import Attempt, Cost, JobResult, JobStatus, RouteRecord, Usage
-from jobs.serialization import CORRUPT_MARK, arq_job_payload
+from jobs.serialization import CORRUPT_MARK, queue_arq_job
 from jobs.sources import explain
 from jobs.tiers import TOP_TIER, Tier
 from worker import cache, pricing, retry, router, tracing
@@ -39,8 +39,6 @@ from worker.shadow import maybe_shadow
 from worker.store import persist
 
 log = logging.getLogger("routeq.pipeline")
-
-TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
 
 class Parked(Exception):
@@ -133,7 +131,6 @@ class JobRun:
         self.parked = parked
         self.today = dt.datetime.now(dt.UTC).date()
         self.attempts: list[Attempt] = []
-        self.started = time.monotonic()
         self.cache_info: dict[str, Any] = {}
         self._unshared: frozenset[str] | None = None
         self._contents: dict[str, str] | None = None
@@ -237,7 +234,7 @@ class JobRun:
                 self.rt.warmer.mark_warm_into(
                     writes,
                     plan.warm_hash,
-                    TTL_SECONDS[ttl],
+                    cache.TTL_SECONDS[ttl],
                     token=leader.token if leader else None,
                     age_s=res.latency_ms / 1000.0,
                 )
@@ -282,7 +279,7 @@ class JobRun:
             return await self.finish_done(route, attempt, res.text, res.stop_reason)
 
     # ------------------------------------------------------------------------------------------------
-    async def plan(self, tier: Tier) -> tuple[cache.RequestPlan, str | None]:
+    async def plan(self, tier: Tier) -> tuple[cache.RequestPlan, cache.Ttl | None]:
         model, spec = self.s.model_for(tier), self.s.spec_for(tier)
         ttl: cache.Ttl | None = None
         if self.s.caching:
@@ -365,7 +362,9 @@ class JobRun:
         per_s = max(1.0, self.s.tier_limits(tier).concurrency / 2.0)  # assume ~2 s a call
         return pending / per_s, pending
 
-    async def warm_up(self, tier: Tier, plan: cache.RequestPlan, ttl: str | None) -> WarmDecision | None:
+    async def warm_up(
+        self, tier: Tier, plan: cache.RequestPlan, ttl: cache.Ttl | None
+    ) -> WarmDecision | None:
         """Let one job per cold prefix go first; hold the others until its response has started.
 
         On the intake queue a follower is parked instead of waiting, so it holds no intake slot.
@@ -373,7 +372,7 @@ class JobRun:
         h = plan.warm_hash
         if not (self.s.cache_warming and h and ttl):
             return None
-        ttl_s = TTL_SECONDS[ttl]
+        ttl_s = cache.TTL_SECONDS[ttl]
         t0 = time.monotonic()
         d = await self.rt.warmer.claim(h, ttl_s)
         if d.kind == "follower":
@@ -412,12 +411,17 @@ class JobRun:
         What ``enqueue_job`` writes, in one MULTI instead of its WATCH round trips. A re-run of an intake
         job parked before (its run died before arq's finish) finds the document there and adds nothing.
         """
-        arq_id = f"{self.job_id}.{tier.value}"
-        now_ms = int(time.time() * 1000)
-        doc = arq_job_payload(JOB_FUNCTION, [self.wire], {"parked": tier.value}, now_ms)
         async with self.rt.redis.pipeline(transaction=True) as p:
-            p.set(ARQ_JOB_PREFIX + arq_id, doc, px=self.s.job_expiry_s * 1000, nx=True)
-            p.zadd(self.rt.keys.tier_queue(tier), {arq_id: now_ms}, nx=True)
+            queue_arq_job(
+                p,
+                queue=self.rt.keys.tier_queue(tier),
+                job_id=f"{self.job_id}.{tier.value}",
+                function=JOB_FUNCTION,
+                args=[self.wire],
+                kwargs={"parked": tier.value},
+                expiry_ms=self.s.job_expiry_s * 1000,
+                now_ms=int(time.time() * 1000),
+            )
             await p.execute()
         self.parked = tier
         raise Parked()
@@ -444,7 +448,9 @@ class JobRun:
         await self.finish_failed(None, "budget", got.reason)
         raise Stopped()
 
-    async def call(self, tier: Tier, plan: cache.RequestPlan, ttl: str | None) -> tuple[CallResult, Cost]:
+    async def call(
+        self, tier: Tier, plan: cache.RequestPlan, ttl: cache.Ttl | None
+    ) -> tuple[CallResult, Cost]:
         """The model call in its GenAI span; returns the answer and its itemised cost (priced once)."""
         model, spec = self.s.model_for(tier), self.s.spec_for(tier)
         with tracing.genai_span(

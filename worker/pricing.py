@@ -113,8 +113,3 @@ def rates_are_exact(entry: PriceEntry, batch: bool = False) -> bool:
     with localcontext() as ctx:
         ctx.prec = 60
         return all((r * PICO_PER_TOKEN_PER_RATE * f) % 1 == 0 for r in rates)
-
-
-def savings(baseline_pusd: int, uncached_pusd: int, actual_pusd: int) -> tuple[int, int]:
-    """(routing saving, caching saving) in pico-USD; either may be negative (escalations, cold writes)."""
-    return baseline_pusd - uncached_pusd, uncached_pusd - actual_pusd

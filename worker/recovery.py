@@ -55,6 +55,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from jobs.keys import Keys
 from jobs.tiers import TIER_ORDER, Tier
 from worker import scripts
+from worker.limits import lease_id_prefix
 
 log = logging.getLogger("routeq.recovery")
 
@@ -71,6 +72,11 @@ CLAIM_SCAN = 2000
 def new_owner_token(owner: str) -> str:
     """Unique per process start: ``host:pid`` can be reused, a nonce cannot."""
     return f"{owner}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_of_token(token: str) -> str:
+    """The process (``host:pid``, the owner its lease ids carry) behind an owner token."""
+    return token.rsplit(":", 1)[0]
 
 
 class Heartbeat:
@@ -203,7 +209,7 @@ class Recovery:
         return self.keys.leases(tier), self.keys.line(tier), self.keys.line_info(tier)
 
     async def reap(self, owner: str) -> tuple[str, int, int] | None:
-        lease_prefix = owner.rsplit(":", 1)[0] + ":" if ":" in owner else ""
+        lease_prefix = lease_id_prefix(owner_of_token(owner)) if ":" in owner else ""
         res = await self._script(
             keys=[
                 self.rkeys.recovery_owners,

@@ -15,7 +15,7 @@ from jobs.connections import aw
 from jobs.contract import Job
 from jobs.keys import JOB_FUNCTION
 from jobs.reports import load_result
-from jobs.serialization import arq_job_payload
+from jobs.serialization import queue_arq_job
 from jobs.settings import Settings
 from worker.store import Store
 
@@ -36,14 +36,18 @@ async def retry_batch(redis: Redis, settings: Settings, batch: str, dead_only: b
         old = await load_result(redis, keys, job_id)
         if old is not None and not await store.unrecord(old):
             continue
-        now_ms = int(time.time() * 1000)
         async with redis.pipeline(transaction=True) as p:
-            p.psetex(
-                f"arq:job:{job_id}",
-                settings.job_expiry_s * 1000,
-                arq_job_payload(JOB_FUNCTION, [job.to_wire()], {}, now_ms),
+            queue_arq_job(
+                p,
+                queue=keys.intake_queue,
+                job_id=job_id,
+                function=JOB_FUNCTION,
+                args=[job.to_wire()],
+                kwargs={},
+                expiry_ms=settings.job_expiry_s * 1000,
+                now_ms=int(time.time() * 1000),
+                replace=True,
             )
-            p.zadd(keys.intake_queue, {job_id: now_ms})
             p.hdel(keys.batch_dead(batch), job_id)
             await p.execute()
         n += 1

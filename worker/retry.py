@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import anthropic
 
 if TYPE_CHECKING:
-    from jobs.settings import Settings
+    pass
 
 FaultKind = Literal[
     "rate_limit",
@@ -295,20 +295,15 @@ class Fail:
 Action = Retry | Escalate | Fail
 
 
-def count_overloads(previous: int, fault: Fault) -> int:
-    """Consecutive escalatable faults on the current tier, this one included (resets on anything else)."""
-    return previous + 1 if fault.escalatable else 0
-
-
 def next_action(
     fault: Fault,
+    *,
     attempt: int,
     max_attempts: int,
     consecutive_overloads: int,
     escalate_on_overload: bool,
     overload_escalate_after: int,
     can_escalate: bool,
-    *,
     base_s: float = 0.5,
     max_s: float = 30.0,
     rng: random.Random | None = None,
@@ -316,9 +311,9 @@ def next_action(
     """Decide after a failed attempt.
 
     Order: a non-retryable fault fails at once with the API's message; an escalatable fault that is the
-    ``overload_escalate_after``-th in a row (``consecutive_overloads`` includes this one, see
-    ``count_overloads``) escalates when allowed and a higher tier exists, even if attempts are used up;
-    otherwise retry with backoff until ``max_attempts`` attempts have been made, then fail.
+    ``overload_escalate_after``-th in a row (``consecutive_overloads`` includes this one) escalates
+    when allowed and a higher tier exists, even if attempts are used up; otherwise retry with backoff
+    until ``max_attempts`` attempts have been made, then fail.
     """
     if not fault.retryable:
         return Fail(fault.describe(), fault)
@@ -332,40 +327,3 @@ def next_action(
     if attempt >= max_attempts:
         return Fail(f"exhausted {attempt} attempts: {fault.describe()}", fault)
     return Retry(backoff_s(attempt, fault, base_s, max_s, rng or random.Random()), fault)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """The settings half of ``next_action``, built once per worker (``RetryPolicy.from_settings``)."""
-
-    max_attempts: int = 6
-    base_s: float = 0.5
-    max_s: float = 30.0
-    escalate_on_overload: bool = True
-    overload_escalate_after: int = 3
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(
-            max_attempts=settings.max_attempts,
-            base_s=settings.backoff_base_s,
-            max_s=settings.backoff_max_s,
-            escalate_on_overload=settings.escalate_on_overload,
-            overload_escalate_after=settings.overload_escalate_after,
-        )
-
-    def next_action(
-        self, fault: Fault, attempt: int, consecutive_overloads: int, can_escalate: bool, rng: random.Random
-    ) -> Action:
-        return next_action(
-            fault,
-            attempt,
-            self.max_attempts,
-            consecutive_overloads,
-            self.escalate_on_overload,
-            self.overload_escalate_after,
-            can_escalate,
-            base_s=self.base_s,
-            max_s=self.max_s,
-            rng=rng,
-        )

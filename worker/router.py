@@ -13,7 +13,7 @@ from typing import Any
 
 from jobs.contract import Job, TaskType
 from jobs.results import RouteRecord
-from jobs.tiers import TIER_ORDER, Tier
+from jobs.tiers import TIER_ORDER, Tier, clamp
 
 # Base score and frame per task type: routine extraction-like work never needs Opus on its own merits,
 # open reasoning never starts on Haiku. Signals and the learned score move within the frame.
@@ -136,7 +136,7 @@ def decide(job: Job, learned_score: float | None = None, thresholds: Thresholds 
             wanted, source = floor, source + f", raised to {floor.value} by rules"
     else:
         wanted, source = base, f"rule score {score:.2f} -> {base.value}"
-    tier = TIER_ORDER[min(max(wanted.rank, lo.rank), hi.rank)]
+    tier = clamp(wanted, lo, hi)
     bounded = "" if tier == wanted else f", bounded to {lo.value}..{hi.value}"
     return RouteRecord(
         tier=tier,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -169,7 +169,3 @@ def _load_cached(path: str | None) -> Scorer:
 def default_scorer() -> Scorer:
     """The shipped model, loaded once per process."""
     return Scorer.load()
-
-
-def score_texts(texts: Sequence[str], path: Path | None = None) -> list[float]:
-    return Scorer.load(path).score_many(texts)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 from jobs.connections import aw
 from jobs.contract import Job
 from jobs.documents.store import MissingDocument, load_documents
 from jobs.results import usd_float
+from jobs.serialization import queue_arq_job
 from jobs.tiers import TOP_TIER, Tier
 from worker import cache, pricing, quality
 from worker.limits import Admission, Refusal
@@ -39,15 +41,18 @@ async def maybe_shadow(rt: Runtime, job: Job, tier: Tier, answer: str) -> bool:
         return False
     if await _spent(rt) >= s.shadow_budget_usd:
         return False
-    await rt.redis.enqueue_job(
-        SHADOW_FUNCTION,
-        job.to_wire(),
-        tier.value,
-        answer,
-        _job_id=f"{job.job_id}.shadow",
-        _queue_name=rt.keys.shadow_queue,
-        _expires=s.job_expiry_s,
-    )
+    async with rt.redis.pipeline(transaction=True) as p:
+        queue_arq_job(
+            p,
+            queue=rt.keys.shadow_queue,
+            job_id=f"{job.job_id}.shadow",
+            function=SHADOW_FUNCTION,
+            args=[job.to_wire(), tier.value, answer],
+            kwargs={},
+            expiry_ms=s.job_expiry_s * 1000,
+            now_ms=int(time.time() * 1000),
+        )
+        await p.execute()
     return True
 
 

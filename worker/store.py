@@ -16,7 +16,6 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, TimeoutError
 
-from jobs.connections import aw
 from jobs.contract import Job
 from jobs.keys import Keys
 from jobs.results import Attempt, JobResult, aggregate_increments
@@ -54,11 +53,8 @@ class Store:
     def _retention_ms(self) -> int:
         return (self.settings.job_expiry_s + self.settings.result_ttl_s) * 1000
 
-    async def is_done(self, job: Job) -> bool:
-        return bool(await aw(self.redis.sismember(self.keys.batch_done(job.tags.batch or ""), job.job_id)))
-
     async def load_state(self, job: Job) -> tuple[bool, list[Attempt], dict[int, dict[str, Any]]]:
-        """``is_done`` and ``load_attempts`` in one round trip: (done, attempts, paid answers)."""
+        """Done-check and ``load_attempts`` in one round trip: (done, attempts, paid answers)."""
         async with self.redis.pipeline(transaction=False) as p:
             p.sismember(self.keys.batch_done(job.tags.batch or ""), job.job_id)
             p.lrange(self.keys.attempts(job.job_id), 0, -1)

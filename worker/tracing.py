@@ -29,7 +29,6 @@ from jobs.tiers import Tier
 # Span names, for the pipeline and for tests that look spans up.
 SPAN_ROUTE = "route"
 SPAN_WAIT = "wait"
-SPAN_CACHE_WARM = "cache.warm"
 GENAI_OPERATION = "chat"
 PROVIDER = "anthropic"
 EVENT_INPUT = "gen_ai.input"
@@ -145,14 +144,6 @@ def wait_span(reason: str, tier: Tier | str | None = None) -> Iterator[Span]:
             yield span
         finally:
             span.set_attribute("routeq.wait_ms", int((time.monotonic() - start) * 1000))
-
-
-@contextmanager
-def cache_warm_span(prefix_hash: str, role: str) -> Iterator[Span]:
-    """Cache warming: ``role`` is ``writer`` (this job writes the prefix) or ``waiter``."""
-    attrs = {"routeq.cache.prefix": prefix_hash, "routeq.cache.role": role}
-    with _span(SPAN_CACHE_WARM, attributes=attrs) as span:
-        yield span
 
 
 # --- GenAI ------------------------------------------------------------------------------------------
