@@ -40,7 +40,7 @@ import orjson
 from redis.asyncio import Redis
 
 from jobs.catalog import ModelSpec
-from jobs.contract import Document, Job
+from jobs.contract import CHARS_PER_TOKEN, Document, Job
 from jobs.documents.limits import pdf_native_tokens
 from jobs.keys import Keys
 from worker.pricing import PICO_PER_TOKEN_PER_RATE
@@ -49,7 +49,6 @@ from worker.scripts import Scripts, WriteBatch
 Ttl = Literal["5m", "1h"]
 TTL_SECONDS: dict[Ttl, float] = {"5m": 300.0, "1h": 3600.0}
 MAX_BREAKPOINTS = 4
-CHARS_PER_TOKEN = 4
 
 
 def estimate_tokens(text: str) -> int:

@@ -7,11 +7,12 @@ The API bills a native PDF page as its extracted text plus an image of the page 
 
 from __future__ import annotations
 
+from jobs.contract import CHARS_PER_TOKEN
+
 MAX_PDF_PAGES = 100
 MAX_PDF_BYTES = 32 * 1024 * 1024
 # An image's worth (~1,500) plus a typical page of text (~2,000 characters, ~500 tokens).
 PDF_TOKENS_PER_PAGE = 2_000
-CHARS_PER_TOKEN = 4
 
 
 class DocumentError(ValueError):
@@ -25,3 +26,14 @@ def text_tokens(text: str) -> int:
 
 def pdf_native_tokens(pages: int) -> int:
     return pages * PDF_TOKENS_PER_PAGE
+
+
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "MAX_PDF_BYTES",
+    "MAX_PDF_PAGES",
+    "PDF_TOKENS_PER_PAGE",
+    "DocumentError",
+    "pdf_native_tokens",
+    "text_tokens",
+]
