@@ -82,6 +82,8 @@ class Document(_Strict):
             raise ValueError("a document has either text or a ref (stored content), not both or neither")
         if self.media_type == "application/pdf" and (self.ref is None or self.pages is None):
             raise ValueError("a PDF document needs its ref and pages")
+        if self.mode is not None and self.pages is None:
+            raise ValueError('mode applies to PDFs read from a file: {"path": "a.pdf", "mode": ...}')
         return self
 
     @model_serializer(mode="wrap")

@@ -170,6 +170,8 @@ def test_pdf_documents_round_trip_without_their_bytes() -> None:
         Document(name="x", text="t", ref="0" * 64)
     with pytest.raises(ValueError, match="needs its ref and pages"):
         Document(name="x", text="t", media_type="application/pdf")
+    with pytest.raises(ValueError, match="mode applies to PDFs read from a file"):
+        Document(name="x", text="t", mode="native")
 
 
 # --- folders and JSONL ------------------------------------------------------------------------------
