@@ -24,6 +24,7 @@ from arq.jobs import deserialize_job
 
 from jobs.connections import connect
 from jobs.contract import TaskType
+from jobs.documents.limits import PDF_TOKENS_PER_PAGE
 from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
 from jobs.producer import Producer
 from jobs.reports import iter_results
@@ -175,6 +176,10 @@ async def test_shared_pdf_written_once_read_by_the_rest(fleet: Fleet, redis_url:
         assert (len(writes), len(reads)) == (1, n - 1)
         # The breakpoint sits after the PDF: what is read is the PDF (3 pages x 1,500 + its text).
         assert all(r["usage"]["cache_read_tokens"] > 4500 for r in reads)
+        # routeq's estimate (pages x PDF_TOKENS_PER_PAGE) against what the stand-in billed for the PDF.
+        billed = reads[0]["usage"]["cache_read_tokens"]
+        assert abs(3 * PDF_TOKENS_PER_PAGE - billed) / billed < 0.15, billed
+        assert results[0]["cache"]["prefix_tokens"] == 3 * PDF_TOKENS_PER_PAGE
     finally:
         await redis.aclose()
 
