@@ -2,6 +2,11 @@
 
 One Lua call per chunk writes arq's own job documents and queue entries, with per-batch dedup, so
 100 000 jobs take a few hundred round trips instead of 100 000 WATCH/MULTI transactions.
+
+One enqueue fills one batch of one tenant (docs/design.md, "Batch identity"): the batch is the one
+asked for, else the first job's ``tags.batch``, else a new id; its tenant is the one asked for, else
+the first job's. A job naming another batch or tenant is rejected by line, as is a caller's ``id``
+already taken in the batch by a job with other content. A batch owned by another tenant is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from redis.commands.core import AsyncScript
 
 from jobs import telemetry
 from jobs.connections import aw
-from jobs.contract import Job
+from jobs.contract import Job, check_name
 from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
 from jobs.serialization import arq_job_payload
 from jobs.settings import Settings
@@ -34,6 +39,7 @@ def new_batch_id() -> str:
 @dataclass
 class EnqueueResult:
     batch: str
+    read: int = 0  # items read from the input, good or bad
     enqueued: int = 0
     duplicates: int = 0
     rejected: list[str] = field(default_factory=list)
@@ -50,6 +56,25 @@ class EnqueueResult:
 
 class TooLarge(ValueError):
     pass
+
+
+class BatchRefused(ValueError):
+    """The whole enqueue is refused (the batch belongs to another tenant); nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A job and where it came from ("LINE" of a JSONL file, a folder document's relative path)."""
+
+    where: str
+    job: Job
+
+
+def _owner_message(batch: str, owner: str, tenant: str) -> str:
+    return (
+        f"batch {batch!r} belongs to tenant {owner!r}, not {tenant!r}: a batch has one tenant "
+        "(use another --batch)"
+    )
 
 
 def largest_window(settings: Settings, low: Tier, high: Tier) -> tuple[int, Tier]:
@@ -85,49 +110,94 @@ class Producer:
 
     async def enqueue(
         self,
-        jobs: Iterable[Job | Any],
+        jobs: Iterable[Job | Located | Any],
         *,
         batch: str | None = None,
         tenant: str | None = None,
         on_progress: Callable[[int], None] | None = None,
+        on_batch: Callable[[str], None] | None = None,
     ) -> EnqueueResult:
-        """Enqueue the valid jobs; other items (e.g. ``sources.Rejected``) are counted as rejected."""
-        result = EnqueueResult(batch=batch or new_batch_id())
-        with telemetry.enqueue_span(result.batch, 0, queue=self.keys.intake_queue, tenant=tenant) as span:
-            chunk: list[tuple[Job, dict[str, Any]]] = []
+        """Enqueue the valid jobs; other items (e.g. ``sources.Rejected``) are counted as rejected.
+
+        ``on_batch`` is called once with the batch id, as soon as it is known and before any write.
+        Raises ValueError for an invalid ``batch``/``tenant`` name, BatchRefused for another's batch.
+        """
+        if batch is not None:
+            check_name("batch", batch)
+        if tenant is not None:
+            check_name("tenant", tenant)
+        result = EnqueueResult(batch=batch or "")
+        owner: str | None = tenant
+        with telemetry.enqueue_span(batch or "", 0, queue=self.keys.intake_queue, tenant=tenant) as span:
+            chunk: list[tuple[str, Job, dict[str, Any], str]] = []
             windows: dict[tuple[Tier, Tier], tuple[int, Tier]] = {}
             seen = 0
             for item in jobs:
                 seen += 1
-                if not isinstance(item, Job):
+                if isinstance(item, Located):
+                    where, job = item.where, item.job
+                elif isinstance(item, Job):
+                    where, job = str(seen), item
+                else:
                     result.rejected.append(str(item))
                     continue
-                bounds = (item.constraints.low, item.constraints.high)
+                if not result.batch:
+                    result.batch = job.tags.batch or new_batch_id()
+                    span.set_attribute("routeq.batch", result.batch)
+                    if on_batch:
+                        on_batch(result.batch)
+                elif job.tags.batch is not None and job.tags.batch != result.batch:
+                    result.rejected.append(
+                        f"{where}: tags.batch {job.tags.batch!r} differs from this enqueue's batch "
+                        f"{result.batch!r} (one enqueue fills one batch)"
+                    )
+                    continue
+                given_tenant = job.tags.tenant if "tenant" in job.tags.model_fields_set else None
+                if owner is None:
+                    owner = job.tags.tenant
+                    await self._check_owner(result.batch, owner)
+                elif given_tenant is not None and given_tenant != owner:
+                    result.rejected.append(
+                        f"{where}: tags.tenant {given_tenant!r} differs from tenant {owner!r} of batch "
+                        f"{result.batch!r} (a batch has one tenant)"
+                    )
+                    continue
+                bounds = (job.constraints.low, job.constraints.high)
                 if bounds not in windows:
                     windows[bounds] = largest_window(self.settings, *bounds)
                 try:
-                    check_fits(item, self.settings, windows[bounds])
+                    check_fits(job, self.settings, windows[bounds])
                 except TooLarge as e:
-                    result.rejected.append(f"{seen}: {e}")
+                    result.rejected.append(f"{where}: {e}")
                     continue
-                chunk.append((item, item.placed_wire(result.batch, tenant)))
+                wire, digest = job.place(result.batch, owner)
+                chunk.append((where, job, wire, f"{digest} {job.id}" if job.id else ""))
                 if len(chunk) >= CHUNK:
-                    await self._flush(chunk, result)
+                    await self._flush(chunk, result, owner)
                     chunk = []
                     if on_progress:
                         on_progress(seen)
             if chunk:
-                await self._flush(chunk, result)
+                await self._flush(chunk, result, owner or "default")
             if on_progress:
                 on_progress(seen)
+            result.read = seen
             span.set_attribute("messaging.batch.message_count", result.enqueued)
             span.set_attribute("routeq.duplicates", result.duplicates)
             span.set_attribute("routeq.rejected", len(result.rejected))
-        if result.rejected:
+        if result.rejected and result.batch:
             await aw(self.redis.hincrby(self.keys.batch_meta(result.batch), "rejected", len(result.rejected)))
         return result
 
-    async def _flush(self, chunk: list[tuple[Job, dict[str, Any]]], result: EnqueueResult) -> None:
+    async def _check_owner(self, batch: str, tenant: str) -> None:
+        raw: Any = await aw(self.redis.hget(self.keys.batch_meta(batch), "tenant"))
+        owner = raw.decode() if isinstance(raw, bytes) else raw
+        if owner is not None and owner != tenant:
+            raise BatchRefused(_owner_message(batch, owner, tenant))
+
+    async def _flush(
+        self, chunk: list[tuple[str, Job, dict[str, Any], str]], result: EnqueueResult, tenant: str
+    ) -> None:
         now_ms = int(time.time() * 1000)
         argv: list[Any] = [
             ARQ_JOB_PREFIX,
@@ -135,27 +205,32 @@ class Producer:
             now_ms,
             result.batch,
             (self.settings.job_expiry_s + self.settings.result_ttl_s) * 1000,
+            tenant,
         ]
         with telemetry.chunk_span(result.batch, len(chunk), self.keys.intake_queue) as carrier:
-            for _, wire in chunk:
+            for _, _, wire, rec in chunk:
                 if carrier:
                     wire["trace_context"] = carrier
-                argv.append(wire["id"])
-                argv.append(arq_job_payload(JOB_FUNCTION, [wire], {}, now_ms))
+                argv += [wire["internal_id"], rec, arq_job_payload(JOB_FUNCTION, [wire], {}, now_ms)]
         keys = [
             self.keys.intake_queue,
             self.keys.batch_jobs(result.batch),
             self.keys.batch_meta(result.batch),
             self.keys.batches,
+            self.keys.batch_ids(result.batch),
         ]
         flags = await self._enqueue_script()(keys=keys, args=argv)
+        if flags and int(flags[0]) == -1:
+            raise BatchRefused(_owner_message(result.batch, flags[1].decode(), tenant))
         shared: dict[str, int] = {}
-        for (job, wire), flag in zip(chunk, flags, strict=True):
-            if int(flag):
+        for (where, job, wire, _), flag in zip(chunk, flags, strict=True):
+            if int(flag) == 1:
                 result.enqueued += 1
-                result.job_ids.append(wire["id"])
+                result.job_ids.append(wire["internal_id"])
                 for d in job.documents:
                     shared[d.content_key] = shared.get(d.content_key, 0) + 1
+            elif int(flag) == 2:
+                result.rejected.append(f"{where}: id {job.id} already used in this batch for another job")
             else:
                 result.duplicates += 1
         if shared:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,47 +78,69 @@ class Progress:
             print(file=sys.stderr)
 
 
+def _enqueue_batch(args: argparse.Namespace, tags: dict[str, Any]) -> str | None:
+    """The one batch the user asked for with --batch and/or --tag batch= (SystemExit if they differ)."""
+    from jobs.contract import check_name
+
+    given = {v for v in (args.batch, tags.get("batch")) if v is not None}
+    if len(given) > 1:
+        raise SystemExit(f"routeq enqueue: --batch {args.batch!r} and --tag batch={tags['batch']!r} differ")
+    try:
+        for kind in ("batch", "tenant"):
+            value = args.batch if kind == "batch" and args.batch is not None else tags.get(kind)
+            if value is not None:
+                check_name(kind, value)
+    except ValueError as e:
+        raise SystemExit(f"routeq enqueue: {e}") from None
+    return next(iter(given), None)
+
+
 async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
-    from jobs import sources
-    from jobs.producer import Producer
+    from jobs import sources, telemetry
+    from jobs.producer import BatchRefused, Producer
 
     path = Path(args.path)
     if not path.exists():
         print(f"routeq enqueue: {path}: no such file or folder", file=sys.stderr)
         return 2
     tags = _tags(args.tag)
-    items: Iterator[Any]
-    if path.is_dir():
-        if not args.prompt:
-            print("routeq enqueue: a folder needs --prompt (what to do with each document)", file=sys.stderr)
-            return 2
-        items = sources.read_folder(
-            path, task=TaskType(args.task), prompt=args.prompt, system=args.system, tags=tags
+    batch = _enqueue_batch(args, tags)
+    try:
+        source = sources.open_input(
+            path,
+            task=TaskType(args.task) if args.task else None,
+            prompt=args.prompt,
+            system=args.system,
+            tags=tags,
         )
-    else:
-        defaults: dict[str, Any] = {}
-        if args.system:
-            defaults["system"] = args.system
-        if args.tag:
-            defaults["tags"] = tags
-        items = sources.read_jsonl(path, defaults)
-    from jobs import telemetry
-
-    progress = Progress(sources.count_lines(path))
+    except sources.InputError as e:
+        print(f"routeq enqueue: {e}", file=sys.stderr)
+        return 1
+    if getattr(args, "verbose", False):
+        for skipped in source.skipped:
+            print(f"skipped {skipped}", file=sys.stderr)
+    progress = Progress(source.total or 0)
     telemetry.setup_tracing("routeq-producer")  # no-op unless OTEL_* asks for an exporter
     try:
         res = await Producer(redis, settings).enqueue(
-            items, batch=args.batch, tenant=tags.get("tenant"), on_progress=progress
+            source.items, batch=batch, tenant=tags.get("tenant"), on_progress=progress
         )
+    except BatchRefused as e:
+        print(f"routeq enqueue: {e}", file=sys.stderr)
+        return 2
     finally:
         telemetry.shutdown_tracing()  # flush the producer's spans before the process exits
     progress.close()
     for r in res.rejected:
         print(r, file=sys.stderr)
+    if res.read == 0:
+        print(f"routeq enqueue: {path}: no jobs in it, nothing enqueued", file=sys.stderr)
+        return 1
     if args.json:
         print(orjson.dumps(res.summary()).decode())
-    else:
+    elif res.batch:
         print(res.batch)
+    if not args.json:
         print(
             f"enqueued {res.enqueued}, duplicates {res.duplicates}, rejected {len(res.rejected)}",
             file=sys.stderr,
@@ -187,14 +209,10 @@ async def _retry(redis: Any, settings: Settings, args: argparse.Namespace) -> in
 
 
 async def _quality(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
-    from worker.quality import quality_report
+    from worker.quality import quality_report, render_quality
 
     rep = await quality_report(redis, settings.keys)
-    if args.json:
-        print(orjson.dumps(rep).decode())
-    else:
-        for k, v in sorted(rep.items()):
-            print(f"{k}\t{v}")
+    print(orjson.dumps(rep).decode() if args.json else render_quality(rep))
     return 0
 
 
@@ -230,14 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("enqueue", help="enqueue a JSONL file of jobs or a folder of documents")
     e.add_argument("path")
-    e.add_argument("--task", default="summarize", choices=[t.value for t in TaskType], help="task (folders)")
-    e.add_argument("--prompt", help="instruction applied to each document (folders)")
-    e.add_argument("--system", help="system text applied to every job")
+    e.add_argument(
+        "--task",
+        choices=[t.value for t in TaskType],
+        help="task of each document (default summarize); for JSONL, of lines that give none",
+    )
+    e.add_argument("--prompt", help="instruction applied to each document; for JSONL, lines without one")
+    e.add_argument("--system", help="system text applied to every job that gives none")
     e.add_argument(
         "--tag", action="append", default=[], metavar="K=V", help="tenant=, batch= or a free label"
     )
-    e.add_argument("--batch", help="batch id (default: a new one)")
+    e.add_argument("--batch", help="batch id (default: the first job's tags.batch, else a new one)")
     e.add_argument("--json", action="store_true")
+    e.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="list skipped files"
+    )
     e.set_defaults(func=_redis_command(_enqueue))
 
     w = sub.add_parser("worker", help="run a worker process")
