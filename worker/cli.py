@@ -79,19 +79,17 @@ class Progress:
 
 
 def _enqueue_batch(args: argparse.Namespace, tags: dict[str, Any]) -> str | None:
-    """The one batch the user asked for with --batch and/or --tag batch= (SystemExit if they differ)."""
+    """The one batch the user asked for with --batch and/or --tag batch= (ValueError if they differ or
+    a batch or tenant name breaks the rule)."""
     from jobs.contract import check_name
 
     given = {v for v in (args.batch, tags.get("batch")) if v is not None}
     if len(given) > 1:
-        raise SystemExit(f"routeq enqueue: --batch {args.batch!r} and --tag batch={tags['batch']!r} differ")
-    try:
-        for kind in ("batch", "tenant"):
-            value = args.batch if kind == "batch" and args.batch is not None else tags.get(kind)
-            if value is not None:
-                check_name(kind, value)
-    except ValueError as e:
-        raise SystemExit(f"routeq enqueue: {e}") from None
+        raise ValueError(f"--batch {args.batch!r} and --tag batch={tags['batch']!r} differ")
+    for kind in ("batch", "tenant"):
+        value = args.batch if kind == "batch" and args.batch is not None else tags.get(kind)
+        if value is not None:
+            check_name(kind, value)
     return next(iter(given), None)
 
 
@@ -104,7 +102,11 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
         print(f"routeq enqueue: {path}: no such file or folder", file=sys.stderr)
         return 2
     tags = _tags(args.tag)
-    batch = _enqueue_batch(args, tags)
+    try:
+        batch = _enqueue_batch(args, tags)
+    except ValueError as e:
+        print(f"routeq enqueue: {e}", file=sys.stderr)
+        return 2
     try:
         source = sources.open_input(
             path,
