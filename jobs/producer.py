@@ -3,7 +3,7 @@
 One Lua call per chunk writes arq's own job documents and queue entries, with per-batch dedup, so
 100 000 jobs take a few hundred round trips instead of 100 000 WATCH/MULTI transactions.
 
-One enqueue fills one batch of one tenant (docs/design.md, "Batch identity"): the batch is the one
+One enqueue fills one batch of one tenant (docs/design.md, "Job identity"): the batch is the one
 asked for, else the first job's ``tags.batch``, else a new id; its tenant is the one asked for, else
 the first job's. A job naming another batch or tenant is rejected by line, as is a caller's ``id``
 already taken in the batch by a job with other content. A batch owned by another tenant is refused.
@@ -127,7 +127,7 @@ class Producer:
         if tenant is not None:
             check_name("tenant", tenant)
         result = EnqueueResult(batch=batch or "")
-        owner: str | None = tenant
+        owner: str | None = None
         with telemetry.enqueue_span(batch or "", 0, queue=self.keys.intake_queue, tenant=tenant) as span:
             chunk: list[tuple[str, Job, dict[str, Any], str]] = []
             windows: dict[tuple[Tier, Tier], tuple[int, Tier]] = {}
@@ -141,22 +141,21 @@ class Producer:
                 else:
                     result.rejected.append(str(item))
                     continue
-                if not result.batch:
-                    result.batch = job.tags.batch or new_batch_id()
+                if owner is None:  # the first job: the batch and its tenant are now known
+                    result.batch = result.batch or job.tags.batch or new_batch_id()
+                    owner = tenant or job.tags.tenant
+                    await self._check_owner(result.batch, owner)
                     span.set_attribute("routeq.batch", result.batch)
                     if on_batch:
                         on_batch(result.batch)
-                elif job.tags.batch is not None and job.tags.batch != result.batch:
+                if job.tags.batch is not None and job.tags.batch != result.batch:
                     result.rejected.append(
                         f"{where}: tags.batch {job.tags.batch!r} differs from this enqueue's batch "
                         f"{result.batch!r} (one enqueue fills one batch)"
                     )
                     continue
                 given_tenant = job.tags.tenant if "tenant" in job.tags.model_fields_set else None
-                if owner is None:
-                    owner = job.tags.tenant
-                    await self._check_owner(result.batch, owner)
-                elif given_tenant is not None and given_tenant != owner:
+                if given_tenant is not None and given_tenant != owner:
                     result.rejected.append(
                         f"{where}: tags.tenant {given_tenant!r} differs from tenant {owner!r} of batch "
                         f"{result.batch!r} (a batch has one tenant)"

@@ -113,6 +113,12 @@ async def test_a_batch_belongs_to_one_tenant(redis_url: str, tmp_path: Path, mon
     rc, out, err = await asyncio.to_thread(run_cli, "enqueue", str(b), "--batch", "shared")
     assert rc == 2 and out == ""
     assert "batch 'shared' belongs to tenant 'alice', not 'bob'" in err
+    # the same with the tenant given on the command line
+    c = jsonl(tmp_path / "c.jsonl", {"id": "row-3", "task": "qa", "prompt": "no tenant in the line"})
+    rc, out, err = await asyncio.to_thread(
+        run_cli, "enqueue", str(c), "--batch", "shared", "--tag", "tenant=bob"
+    )
+    assert rc == 2 and out == "" and "belongs to tenant 'alice', not 'bob'" in err
     # Mixed tenants in one input: the first job's tenant owns the batch, the others are refused by line.
     mixed = jsonl(tmp_path / "m.jsonl", {**row("carol", "c"), "id": "c1"}, {**row("dave", "d"), "id": "d1"})
     rc, out, err = await asyncio.to_thread(run_cli, "enqueue", str(mixed), "--batch", "mixed")
