@@ -164,3 +164,20 @@ async def test_job_queued_before_ids_were_scoped_still_runs(redis_url: str) -> N
             assert (r.status, r.id, r.batch) == ("done", "legacy-7", "old")
         finally:
             await redis.aclose()
+
+
+def test_internal_ids_are_key_safe_and_carry_no_content() -> None:
+    from jobs.contract import Job, name_problem
+
+    secret = "SSN 123-45-6789"
+    for data in ({"id": "row-1"}, {}):
+        job = Job.model_validate({"task": "qa", "prompt": secret, **data})
+        wire, digest = job.place("b1", "t1")
+        internal = wire["internal_id"]
+        assert name_problem(internal) is None and len(internal) == 32
+        assert "row" not in internal and "123" not in internal
+        assert wire["id"] == data.get("id") and len(digest) == 64
+    # the digest is the content: the same job under another caller id has the same one
+    a = Job.model_validate({"task": "qa", "prompt": "x", "id": "a"}).place("b1")
+    b = Job.model_validate({"task": "qa", "prompt": "x", "id": "b"}).place("b1")
+    assert a[1] == b[1] and a[0]["internal_id"] != b[0]["internal_id"]
