@@ -47,7 +47,7 @@ class EnqueueResult:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "batch": self.batch,
+            "batch": self.batch or None,  # None: no job was read, so no batch was named or made
             "enqueued": self.enqueued,
             "duplicates": self.duplicates,
             "rejected": len(self.rejected),
