@@ -1,7 +1,9 @@
 """The job contract (version 1): what a producer may ask of routeq.
 
-A job is immutable once accepted. Its id is given, or derived from its content and its tenant and
-batch, so enqueueing the same job twice into a batch processes it once.
+A job is immutable once accepted. Its caller's ``id`` is a name inside its batch; routeq's own id for
+it (``internal_id``, the one in every per-job Redis key) is derived from the batch and that name, or
+from the job's content when no id is given, so the same name in two batches is two jobs and enqueueing
+the same job twice into a batch processes it once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,42 @@ from jobs.tiers import Tier
 
 CONTRACT_VERSION = 1
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+NAME_MAX = 128
+NAME_RULE = f"1 to {NAME_MAX} characters, each a letter, digit, '-', '_' or '.'"
+# Fields that say where a job came from or how it travels, not what it asks: not part of its identity.
+_NOT_CONTENT = frozenset({"id", "internal_id", "trace_context", "source"})
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a batch, tenant or job id name (it is part of Redis keys), or None."""
+    if not value:
+        return f"is empty (use {NAME_RULE})"
+    if len(value) > NAME_MAX:
+        return f"is {len(value)} characters long (use {NAME_RULE})"
+    bad = sorted(set(value) - _ID_CHARS)
+    if bad:
+        return f"contains {''.join(bad)!r} (use {NAME_RULE})"
+    return None
+
+
+def check_name(kind: str, value: str) -> str:
+    """``value`` if it is a valid name, else ValueError naming the kind, the value and the rule."""
+    problem = name_problem(value)
+    if problem is not None:
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        raise ValueError(f"{kind} {shown!r} {problem}")
+    return value
+
+
+def scoped_id(batch: str, caller_id: str) -> str:
+    """routeq's id for the job a caller named ``caller_id`` in ``batch``: safe in a key, no content."""
+    return "i" + hashlib.sha256(f"{batch}\0{caller_id}".encode()).hexdigest()[:31]
+
+
+def content_digest(wire: dict[str, Any]) -> str:
+    """sha256 hex of a job document's content (everything but its ids, source and trace context)."""
+    body = {k: v for k, v in wire.items() if k not in _NOT_CONTENT}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class TaskType(StrEnum):
@@ -126,15 +164,16 @@ class Document(_Strict):
 
 
 class Tags(_Strict):
-    tenant: str = Field(default="default", min_length=1, max_length=128)
-    batch: str | None = Field(default=None, min_length=1, max_length=128)
+    tenant: str = "default"
+    batch: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("tenant", "batch")
     @classmethod
     def _safe_name(cls, v: str | None) -> str | None:
-        if v is not None and not set(v) <= _ID_CHARS:
-            raise ValueError("may contain only letters, digits, '-', '_' and '.'")
+        problem = None if v is None else name_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
 
@@ -187,7 +226,9 @@ class Job(_Strict):
     """One unit of work. ``trace_context`` is reserved for W3C trace propagation; it is not content."""
 
     version: Literal[1] = 1
-    id: str | None = Field(default=None, min_length=1, max_length=128)
+    id: str | None = Field(default=None, description="the caller's name for the job, unique in its batch")
+    internal_id: str | None = Field(default=None, description="set by the producer: routeq's own id")
+    source: str | None = Field(default=None, max_length=1024, description="where the job came from")
     task: TaskType
     prompt: str
     system: str | None = None
@@ -205,11 +246,12 @@ class Job(_Strict):
             raise ValueError("prompt is empty")
         return v
 
-    @field_validator("id")
+    @field_validator("id", "internal_id")
     @classmethod
     def _id_chars(cls, v: str | None) -> str | None:
-        if v is not None and not set(v) <= _ID_CHARS:
-            raise ValueError("job id may contain only letters, digits, '-', '_' and '.'")
+        problem = None if v is None else name_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -221,34 +263,33 @@ class Job(_Strict):
 
     # -- identity -------------------------------------------------------------------------------
     def content_hash(self) -> str:
-        """Hash of everything that defines the work (not the id, not the trace context)."""
-        body = self.model_dump(mode="json", exclude={"id", "trace_context"}, by_alias=True)
-        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        """Hash of everything that defines the work (not the ids, the source or the trace context)."""
+        return content_digest(self.model_dump(mode="json", by_alias=True))
 
     @property
     def job_id(self) -> str:
-        return self.id or "j" + self.content_hash()[:31]
+        """routeq's id: the producer's ``internal_id``; for a job enqueued before ids were scoped to
+        their batch, the id it was enqueued under (the caller's, or the content hash)."""
+        return self.internal_id or self.id or "j" + self.content_hash()[:31]
 
     def with_ids(self, batch: str, tenant: str | None = None) -> Job:
-        """This job placed in ``batch`` (and ``tenant``), with its id fixed."""
-        tags = self.tags.model_copy(
-            update={"batch": self.tags.batch or batch, "tenant": tenant or self.tags.tenant}
-        )
-        placed = self.model_copy(update={"tags": tags})
-        return placed.model_copy(update={"id": placed.job_id})
+        """This job placed in ``batch`` (and ``tenant``), with its internal id fixed."""
+        return Job.model_validate(self.placed_wire(batch, tenant))
 
     def placed_wire(self, batch: str, tenant: str | None = None) -> dict[str, Any]:
         """``with_ids(batch, tenant).to_wire()`` in one dump: the bulk producer's hot path."""
+        return self.place(batch, tenant)[0]
+
+    def place(self, batch: str, tenant: str | None = None) -> tuple[dict[str, Any], str]:
+        """The job document placed in ``batch`` (and ``tenant``), and its content digest."""
         wire = self.model_dump(mode="json", by_alias=True)
         tags = wire["tags"]
-        tags["batch"] = tags["batch"] or batch
+        tags["batch"] = batch
         if tenant:
             tags["tenant"] = tenant
-        if wire["id"] is None:
-            body = {k: v for k, v in wire.items() if k not in ("id", "trace_context")}
-            digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-            wire["id"] = "j" + digest[:31]
-        return wire
+        digest = content_digest(wire)
+        wire["internal_id"] = scoped_id(batch, wire["id"]) if wire["id"] else "j" + digest[:31]
+        return wire, digest
 
     # -- wire -----------------------------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
@@ -266,6 +307,6 @@ class Job(_Strict):
         return max(1, chars // CHARS_PER_TOKEN + stored)
 
     @property
-    def source(self) -> str | None:
+    def document_source(self) -> str | None:
         """The file the job's documents were read from (the first one's, relative path), if any."""
         return next((d.source for d in self.documents if d.source), None)

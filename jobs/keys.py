@@ -16,6 +16,8 @@ JOB_FUNCTION = "process_job"
 # arq's job document key (``arq.constants.job_key_prefix``), written directly by the bulk producer and
 # by a worker parking a job on a tier queue.
 ARQ_JOB_PREFIX = "arq:job:"
+# Field of the quality hash and of batch and tenant aggregates: pico-USD spent on shadow runs.
+SHADOW_COST_FIELD = "shadow_cost_pusd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +49,17 @@ class Keys:
 
     # --- per batch ----------------------------------------------------------------------------
     def batch_meta(self, batch: str) -> str:
-        """Hash: created_at, tenant, enqueued, duplicates, rejected."""
+        """Hash: created_ms, tenant (the batch's one owner), enqueued, duplicates, rejected."""
         return f"{self.prefix}:batch:{batch}:meta"
 
     def batch_jobs(self, batch: str) -> str:
         """Set of job ids accepted into the batch (the enqueue dedup set)."""
         return f"{self.prefix}:batch:{batch}:jobs"
+
+    def batch_ids(self, batch: str) -> str:
+        """Hash internal id -> "<content sha256> <caller's id>" for jobs enqueued with an ``id``: how the
+        producer tells the same job sent twice from another job reusing the name."""
+        return f"{self.prefix}:batch:{batch}:ids"
 
     def batch_done(self, batch: str) -> str:
         """Set of job ids with a final outcome (makes aggregate updates idempotent)."""

@@ -9,7 +9,7 @@ import orjson
 from redis.asyncio import Redis
 
 from jobs.connections import aw
-from jobs.keys import Keys
+from jobs.keys import SHADOW_COST_FIELD, Keys
 from jobs.results import JobResult, usd_float
 from jobs.tiers import TIER_ORDER, Tier
 
@@ -23,7 +23,8 @@ TOKEN_KINDS = (
 
 
 def _ints(h: dict[bytes, bytes]) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in h.items()}
+    """The integer fields of a hash (a batch's meta also holds its tenant's name)."""
+    return {k.decode(): int(v) for k, v in h.items() if v.lstrip(b"-").isdigit()}
 
 
 async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
@@ -35,8 +36,10 @@ async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
         meta_raw, agg_raw, accepted, dead = await p.execute()
     meta, agg = _ints(meta_raw), _ints(agg_raw)
     done, failed = agg.get("done", 0), agg.get("failed", 0)
+    tenant = meta_raw.get(b"tenant")
     return {
         "batch": batch,
+        "tenant": tenant.decode() if tenant else None,
         "exists": bool(meta_raw),
         "enqueued": int(accepted),
         "duplicates": meta.get("duplicates", 0),
@@ -55,10 +58,15 @@ async def iter_results(
     ids = sorted(m.decode() for m in await aw(redis.smembers(keys.batch_jobs(batch))))
     for i in range(0, len(ids), chunk):
         part = ids[i : i + chunk]
-        raws = await redis.mget([keys.result(j) for j in part])
-        for job_id, raw in zip(part, raws, strict=True):
+        async with redis.pipeline(transaction=False) as p:
+            p.mget([keys.result(j) for j in part])
+            p.hmget(keys.batch_ids(batch), part)
+            raws, recs = await p.execute()
+        for job_id, raw, rec in zip(part, raws, recs, strict=True):
             if raw is None:
-                yield {"job_id": job_id, "status": "pending"}
+                # the caller's id is what follows the content digest in the batch's id record
+                caller = rec.decode().partition(" ")[2] if rec else None
+                yield {"job_id": job_id, "id": caller, "status": "pending"}
             else:
                 yield JobResult.model_validate_json(raw).public()
 
@@ -91,6 +99,9 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
         agg.get("baseline_pusd", 0),
         agg.get("uncached_pusd", 0),
     )
+    # Shadow runs (quality monitoring) are spend too: the savings are net of them.
+    shadow = agg.get(SHADOW_COST_FIELD, 0)
+    total = cost + shadow
     prompt_in = sum(
         agg.get(f"tier:{t.value}:{k}", 0) for t in TIER_ORDER for k in TOKEN_KINDS if k != "output_tokens"
     )
@@ -102,12 +113,16 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
         "failed": agg.get("failed", 0),
         "pending": (status or {}).get("pending", 0),
         "cost_usd": usd_float(cost),
+        "shadow_cost_usd": usd_float(shadow),
+        "total_cost_usd": usd_float(total),
         "baseline_cost_usd": usd_float(baseline),
-        "savings_pct": round(100.0 * (baseline - cost) / baseline, 2) if baseline else 0.0,
+        "savings_pct": round(100.0 * (baseline - total) / baseline, 2) if baseline else 0.0,
         "routing_savings_usd": usd_float(baseline - uncached),
         "cache_savings_usd": usd_float(uncached - cost),
         "cache_hit_rate": round(reads / prompt_in, 4) if prompt_in else 0.0,
         "cost_pusd": cost,
+        "shadow_cost_pusd": shadow,
+        "total_cost_pusd": total,
         "baseline_pusd": baseline,
         "tiers": tiers,
     }
@@ -137,11 +152,18 @@ def render_report(rep: dict[str, Any]) -> str:
                 f"{r['cache_write_tokens']:>11}{r['cache_read_tokens']:>11}{r['cost_usd']:>13.6f}"
             )
     lines.append("-" * len(hdr))
-    lines.append(f"{'total cost':<30}${rep['cost_usd']:.6f}")
+    if rep.get("shadow_cost_pusd"):
+        lines.append(f"{'jobs cost':<30}${rep['cost_usd']:.6f}")
+        lines.append(f"{'shadow quality checks':<30}${rep['shadow_cost_usd']:.6f}")
+        lines.append(f"{'total cost':<30}${rep['total_cost_usd']:.6f}")
+    else:
+        lines.append(f"{'total cost':<30}${rep['cost_usd']:.6f}")
     lines.append(f"{'all on ' + Tier.opus.value + ', no caching':<30}${rep['baseline_cost_usd']:.6f}")
     lines.append(
         f"{'savings':<30}{rep['savings_pct']:.1f}%  (routing ${rep['routing_savings_usd']:.6f}, "
-        f"caching ${rep['cache_savings_usd']:.6f}; cache hit rate {100 * rep['cache_hit_rate']:.1f}%)"
+        f"caching ${rep['cache_savings_usd']:.6f}"
+        + (f", less shadow checks ${rep['shadow_cost_usd']:.6f}" if rep.get("shadow_cost_pusd") else "")
+        + f"; cache hit rate {100 * rep['cache_hit_rate']:.1f}%)"
     )
     return "\n".join(lines)
 

@@ -111,15 +111,21 @@ JobStatus = Literal["done", "failed"]
 
 class JobResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    job_id: str
+    job_id: str  # routeq's internal id
+    id: str | None = None  # the caller's id for the job, if it gave one
+    # where the job came from: a folder document's relative path, or the file a JSONL line's document
+    # was read from (relative to the JSONL file)
+    source: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
     batch: str
     tenant: str
     task: str
-    source: str | None = None  # the file the job's document was read from, relative to its folder/JSONL
     status: JobStatus
     tier: Tier | None = None
     model: str | None = None
-    output: str | None = None
+    output: str | None = None  # the answer's text
+    output_type: Literal["text", "json"] = "text"  # "json": parsed_output holds the answer's JSON value
+    parsed_output: Any = None
     stop_reason: str | None = None
     usage: Usage = Field(default_factory=Usage)
     cost: Cost = Field(default_factory=Cost)
@@ -134,8 +140,13 @@ class JobResult(BaseModel):
     finished_at: float = 0.0
 
     def public(self) -> dict[str, Any]:
-        """The JSONL line `routeq results` writes."""
+        """The JSONL line `routeq results` writes. A JSON answer's ``output`` is the parsed value; its
+        text stays in ``output_text``."""
         d = self.model_dump(mode="json")
+        parsed = d.pop("parsed_output")
+        if self.output_type == "json":
+            d["output_text"] = d["output"]
+            d["output"] = parsed
         d["cost_usd"] = usd_float(self.cost.total_pusd)
         d["baseline_cost_usd"] = usd_float(self.baseline_cost_pusd)
         d["cost_pusd"] = self.cost.total_pusd

@@ -281,7 +281,7 @@ async def test_cli_set_and_show(
         return run_cli(argv)
 
     assert await asyncio.to_thread(cli, ["budget", "set", "--tenant", "acme", "--usd", "12.5"]) == 0
-    assert "tenant acme: cap $12.50, spent $0.00" in capsys.readouterr().out
+    assert "tenant acme: cap $12.500000, spent $0.000000" in capsys.readouterr().out
     assert await asyncio.to_thread(cli, ["budget", "set", "--batch", "b9", "--usd", "$0.25"]) == 0
     capsys.readouterr()
 
@@ -294,7 +294,7 @@ async def test_cli_set_and_show(
     assert await asyncio.to_thread(cli, ["budget", "show", "--tenant", "acme"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["scope", "name", "cap", "spent", "reserved", "remaining"]
-    assert table[1].split() == ["tenant", "acme", "$12.50", "$0.00", "$0.00", "$12.50"]
+    assert table[1].split() == ["tenant", "acme", "$12.500000", "$0.000000", "$0.000000", "$12.500000"]
 
     assert await asyncio.to_thread(cli, ["budget", "set", "--tenant", "acme", "--usd", "none"]) == 0
     assert "cap unlimited" in capsys.readouterr().out

@@ -29,8 +29,13 @@ def test_id_is_content_derived_and_stable() -> None:
     assert Job(**{**e.model_dump(by_alias=True), "id": None}).with_ids("b1").job_id == a.job_id
 
 
-def test_given_id_wins() -> None:
-    assert Job(task="qa", prompt="x", id="mine-1").with_ids("b").job_id == "mine-1"  # type: ignore[arg-type]
+def test_given_id_is_scoped_to_its_batch() -> None:
+    a = Job(task="qa", prompt="x", id="mine-1").with_ids("b")  # type: ignore[arg-type]
+    b = Job(task="qa", prompt="other", id="mine-1").with_ids("b")  # type: ignore[arg-type]
+    c = Job(task="qa", prompt="x", id="mine-1").with_ids("c")  # type: ignore[arg-type]
+    assert a.id == "mine-1"  # the caller's id is kept as given
+    assert a.job_id == b.job_id != c.job_id  # the internal id: the batch and the caller's id only
+    assert a.job_id.startswith("i") and "mine" not in a.job_id and len(a.job_id) == 32
 
 
 @pytest.mark.parametrize(

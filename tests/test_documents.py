@@ -20,7 +20,7 @@ from jobs.documents.limits import MAX_PDF_BYTES, PDF_TOKENS_PER_PAGE, DocumentEr
 from jobs.documents.mode import PdfFacts, choose_pdf_mode
 from jobs.documents.pdf import read_pdf
 from jobs.documents.store import ContentCache, MissingDocument, load_documents, store_documents
-from jobs.producer import TooLarge, check_fits
+from jobs.producer import Located, TooLarge, check_fits
 from jobs.settings import Settings
 from jobs.sources import Rejected, read_folder, read_jsonl
 from tests import docfiles
@@ -139,8 +139,10 @@ def test_text_documents_keep_their_wire_form_and_job_ids() -> None:
     body = {"task": "qa", "prompt": "p", "documents": [{"name": "a.txt", "text": "hello"}]}
     job = Job.model_validate(body)
     assert job.to_wire()["documents"] == [{"name": "a.txt", "text": "hello"}]
-    # The id is the hash of the job's dump with the document exactly as it always was.
-    dump = job.model_dump(mode="json", exclude={"id", "trace_context"}, by_alias=True)
+    # The id is the hash of the job's content with the document exactly as it always was.
+    dump = {
+        k: v for k, v in job.to_wire().items() if k not in ("id", "internal_id", "source", "trace_context")
+    }
     assert dump["documents"] == [{"name": "a.txt", "text": "hello"}]
     assert (
         job.job_id == "j" + hashlib.sha256(orjson.dumps(dump, option=orjson.OPT_SORT_KEYS)).hexdigest()[:31]
@@ -164,7 +166,9 @@ def test_pdf_documents_round_trip_without_their_bytes() -> None:
     }
     back = Job.from_wire(wire)
     assert (
-        back.documents[0].payload is None and back.documents[0].ref == doc.ref and back.source == "in/c.pdf"
+        back.documents[0].payload is None
+        and back.documents[0].ref == doc.ref
+        and back.document_source == "in/c.pdf"
     )
     with pytest.raises(ValueError, match="either text or a ref"):
         Document(name="x", text="t", ref="0" * 64)
@@ -210,7 +214,7 @@ def test_folder_one_job_per_document_bad_ones_by_name_others_listed(tmp_path: Pa
             skipped=skipped,
         )
     )
-    jobs = {i.source: i for i in items if isinstance(i, Job)}
+    jobs = {i.job.source: i.job for i in items if isinstance(i, Located)}
     bad = {r.where: r.reason for r in items if isinstance(r, Rejected)}
     assert set(jobs) == {
         "contracts/a.pdf",
@@ -251,7 +255,7 @@ def test_jsonl_path_references_are_read_relative_to_the_file(tmp_path: Path) -> 
     f = tmp_path / "jobs.jsonl"
     f.write_bytes(b"\n".join(orjson.dumps(x) for x in lines))
     items = list(read_jsonl(f, pdf_mode="auto"))
-    jobs = [i for i in items if isinstance(i, Job)]
+    jobs = [i.job for i in items if isinstance(i, Located)]
     bad = {r.where: r.reason for r in items if isinstance(r, Rejected)}
     assert [j.prompt for j in jobs] == ["q1", "q2", "q3", "q7"]
     assert jobs[0].documents[0].mode == "text" and jobs[1].documents[0].mode == "native"
@@ -260,7 +264,7 @@ def test_jsonl_path_references_are_read_relative_to_the_file(tmp_path: Path) -> 
         == jobs[2].documents[0].ref
         == hashlib.sha256((tmp_path / "contracts" / "a.pdf").read_bytes()).hexdigest()
     )
-    assert jobs[2].documents[0].name == "A" and jobs[2].source == "contracts/a.pdf"
+    assert jobs[2].documents[0].name == "A" and jobs[2].document_source == "contracts/a.pdf"
     assert bad["4"].startswith("contracts/locked.pdf: encrypted PDF")
     assert bad["5"].startswith("contracts/missing.pdf: cannot read")
     assert "documents.0.mode" in bad["6"]

@@ -130,7 +130,10 @@ async def test_folder_of_documents_native_then_text(
         _, _, err = await asyncio.to_thread(
             run_cli, "enqueue", str(folder), "--prompt", "Summarise.", "--batch", "dt"
         )
-        assert "skipped 1 file(s) of other types (--verbose lists them)" in err and "logo.png" not in err
+        assert (
+            "skipped 1 file(s) of other types or hidden (--verbose lists them)" in err
+            and "logo.png" not in err
+        )
         await wait_batch(s, redis, "dt", timeout=90)
         text = await _results(redis, s, "dt")
         assert set(text) == GOOD and all(r["status"] == "done" for r in text.values())
@@ -257,7 +260,7 @@ async def test_producer_refuses_too_large_and_unstored_by_name(redis_url: str, t
     try:
         res = await Producer(redis, s).enqueue(read_jsonl(f), batch="big")
         # 100 pages x 2,000 tokens + max_tokens is over Haiku's 200k window: refused by file name.
-        assert res.enqueued == 0 and res.rejected[0].startswith("big.pdf: documents too large")
+        assert res.enqueued == 0 and res.rejected[0].startswith("1 (big.pdf): documents too large")
         assert [k async for k in redis.scan_iter(match=s.keys.batch_document("big", "*"))] == []
         orphan = Document(name="o.pdf", ref="1" * 64, media_type="application/pdf", pages=1)
         res2 = await Producer(redis, s).enqueue([Job(task=TaskType.qa, prompt="x", documents=(orphan,))])

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.contract import Job, TaskType
+from jobs.producer import Located
 from jobs.sources import Rejected, read_folder, read_jsonl
 
 
@@ -19,9 +20,10 @@ def test_jsonl_reports_bad_lines_and_keeps_good_ones(tmp_path: Path) -> None:
         b'{"task":"qa","prompt":"ok 2"}\n'
     )
     items = list(read_jsonl(f))
-    good = [i for i in items if isinstance(i, Job)]
+    good = [i.job for i in items if isinstance(i, Located)]
     bad = {r.where: r.reason for r in items if isinstance(r, Rejected)}
     assert [j.prompt for j in good] == ["ok 1", "ok 2"]
+    assert [i.where for i in items if isinstance(i, Located)] == ["1", "8"]
     assert set(bad) == {"2", "3", "5", "6", "7"}
     assert "not JSON" in bad["2"]
     assert "task" in bad["3"] and "dance" in bad["3"]
@@ -47,9 +49,10 @@ def test_folder_makes_one_job_per_document(tmp_path: Path) -> None:
             tags={"tenant": "t1", "labels": {"k": "v"}},
         )
     )
-    jobs = [i for i in items if isinstance(i, Job)]
+    jobs: list[Job] = [i.job for i in items if isinstance(i, Located)]
     rejected = {r.where: r.reason for r in items if isinstance(r, Rejected)}
     assert sorted(j.documents[0].name for j in jobs) == ["a.md", "sub/b.txt"]
+    assert sorted(j.source or "" for j in jobs) == ["a.md", "sub/b.txt"]
     assert all(
         j.task is TaskType.summarize and j.system == "Be brief" and j.tags.tenant == "t1" for j in jobs
     )

@@ -21,7 +21,7 @@ from jobs.keys import JOB_FUNCTION
 from jobs.serialization import deserialize, serialize
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER
-from worker import metrics
+from worker import logsafe, metrics
 from worker.budget import Budgets
 from worker.cache import CacheWarmer
 from worker.limits import TierGate
@@ -120,6 +120,7 @@ async def _queues_idle(rt: Runtime, workers: list[Worker]) -> bool:
 
 async def run(settings: Settings, *, burst: bool = False, metrics_port: int | None = None) -> int:
     telemetry.setup_tracing("routeq-worker")
+    logsafe.install()
     rt = await build_runtime(settings)
     token = new_owner_token(rt.owner)
     recovery = Recovery(rt.redis, settings.redis_url or "", settings.keys, token, lease_owner=rt.owner)

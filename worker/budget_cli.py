@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from jobs.connections import settings_with_redis
+from jobs.contract import check_name
 from jobs.results import pico_to_usd
 from jobs.settings import Settings
-from worker.budget import SCOPES, Budgets, fmt_usd, usd_to_pusd
+from worker.budget import SCOPES, Budgets, usd_to_pusd
 
 
 def add_budget_commands(subparsers: Any) -> None:
@@ -37,8 +38,20 @@ def add_budget_commands(subparsers: Any) -> None:
 
 def _add_target(parser: argparse.ArgumentParser, required: bool) -> None:
     group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument("--tenant", metavar="NAME")
-    group.add_argument("--batch", metavar="ID")
+    group.add_argument("--tenant", metavar="NAME", type=_name("tenant"))
+    group.add_argument("--batch", metavar="ID", type=_name("batch"))
+
+
+def _name(kind: str) -> Any:
+    """An argparse type: a tenant or batch name by the enqueue rule, else a one-line usage error."""
+
+    def parse(value: str) -> str:
+        try:
+            return check_name(kind, value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
 def _usd(value: str) -> Decimal | None:
@@ -94,9 +107,11 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _signed_usd(pusd: int) -> str:
-    # remaining goes negative when a cap is lowered below what is already spent or reserved
-    return fmt_usd(pusd) if pusd >= 0 else "-" + fmt_usd(-pusd)
+def money(pusd: int) -> str:
+    """The table's one money format: dollars to six decimals (as `routeq report`), rounded half up;
+    remaining goes negative when a cap is lowered below what is already spent or reserved."""
+    usd = pico_to_usd(abs(pusd)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+    return f"{'-' if pusd < 0 else ''}${usd:f}"
 
 
 def _line(row: dict[str, Any]) -> list[str]:
@@ -104,10 +119,10 @@ def _line(row: dict[str, Any]) -> list[str]:
     return [
         row["scope"],
         row["name"],
-        "unlimited" if cap is None else fmt_usd(cap),
-        fmt_usd(row["spent_pusd"]),
-        fmt_usd(row["reserved_pusd"]),
-        "-" if remaining is None else _signed_usd(remaining),
+        "unlimited" if cap is None else money(cap),
+        money(row["spent_pusd"]),
+        money(row["reserved_pusd"]),
+        "-" if remaining is None else money(remaining),
     ]
 
 
@@ -118,8 +133,8 @@ def cmd_set(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     row = asyncio.run(_set(settings, target[0], target[1], args.usd))
-    cap = "unlimited" if row["cap_pusd"] is None else fmt_usd(row["cap_pusd"])
-    print(f"{row['scope']} {row['name']}: cap {cap}, spent {fmt_usd(row['spent_pusd'])}")
+    cap = "unlimited" if row["cap_pusd"] is None else money(row["cap_pusd"])
+    print(f"{row['scope']} {row['name']}: cap {cap}, spent {money(row['spent_pusd'])}")
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,62 +78,78 @@ class Progress:
             print(file=sys.stderr)
 
 
+def _enqueue_batch(args: argparse.Namespace, tags: dict[str, Any]) -> str | None:
+    """The one batch the user asked for with --batch and/or --tag batch= (ValueError if they differ or
+    a batch or tenant name breaks the rule)."""
+    from jobs.contract import check_name
+
+    given = {v for v in (args.batch, tags.get("batch")) if v is not None}
+    if len(given) > 1:
+        raise ValueError(f"--batch {args.batch!r} and --tag batch={tags['batch']!r} differ")
+    for kind in ("batch", "tenant"):
+        value = args.batch if kind == "batch" and args.batch is not None else tags.get(kind)
+        if value is not None:
+            check_name(kind, value)
+    return next(iter(given), None)
+
+
 async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
-    from jobs import sources
-    from jobs.producer import Producer
+    from jobs import sources, telemetry
+    from jobs.producer import BatchRefused, Producer
 
     path = Path(args.path)
     if not path.exists():
         print(f"routeq enqueue: {path}: no such file or folder", file=sys.stderr)
         return 2
     tags = _tags(args.tag)
-    items: Iterator[Any]
-    skipped: list[str] = []
-    if path.is_dir():
-        if not args.prompt:
-            print("routeq enqueue: a folder needs --prompt (what to do with each document)", file=sys.stderr)
-            return 2
-        items = sources.read_folder(
+    try:
+        batch = _enqueue_batch(args, tags)
+    except ValueError as e:
+        print(f"routeq enqueue: {e}", file=sys.stderr)
+        return 2
+    try:
+        source = sources.open_input(
             path,
-            task=TaskType(args.task),
+            task=TaskType(args.task) if args.task else None,
             prompt=args.prompt,
             system=args.system,
             tags=tags,
             pdf_mode=settings.pdf_mode,
-            skipped=skipped,
         )
-    else:
-        defaults: dict[str, Any] = {}
-        if args.system:
-            defaults["system"] = args.system
-        if args.tag:
-            defaults["tags"] = tags
-        items = sources.read_jsonl(path, defaults, pdf_mode=settings.pdf_mode)
-    from jobs import telemetry
-
-    progress = Progress(sources.count_lines(path))
+    except sources.InputError as e:
+        print(f"routeq enqueue: {e}", file=sys.stderr)
+        return 1
+    progress = Progress(source.total or 0)
     telemetry.setup_tracing("routeq-producer")  # no-op unless OTEL_* asks for an exporter
     try:
         res = await Producer(redis, settings).enqueue(
-            items, batch=args.batch, tenant=tags.get("tenant"), on_progress=progress
+            source.items, batch=batch, tenant=tags.get("tenant"), on_progress=progress
         )
+    except BatchRefused as e:
+        print(f"routeq enqueue: {e}", file=sys.stderr)
+        return 2
     finally:
         telemetry.shutdown_tracing()  # flush the producer's spans before the process exits
     progress.close()
     for r in res.rejected:
         print(r, file=sys.stderr)
-    if path.is_dir():
-        # Never silently: other types are not jobs, and the user should know which files those were.
-        if args.verbose or args.list_skipped:
-            for name in skipped:
-                print(f"{name}: skipped (not a supported document type)", file=sys.stderr)
-        hint = "" if args.verbose or args.list_skipped or not skipped else " (--verbose lists them)"
-        print(f"skipped {len(skipped)} file(s) of other types{hint}", file=sys.stderr)
+    if source.kind == "folder":
+        # Never silently: files that are not jobs are counted always, and listed when asked.
+        verbose = getattr(args, "verbose", False)
+        for skipped in source.skipped if verbose else ():
+            print(skipped, file=sys.stderr)
+        if source.skipped:
+            hint = "" if verbose else " (--verbose lists them)"
+            print(f"skipped {len(source.skipped)} file(s) of other types or hidden{hint}", file=sys.stderr)
+    if res.read == 0:
+        print(f"routeq enqueue: {path}: no jobs in it, nothing enqueued", file=sys.stderr)
+        return 1
     if args.json:
-        extra = {"skipped": len(skipped)} if path.is_dir() else {}
+        extra = {"skipped": len(source.skipped)} if source.kind == "folder" else {}
         print(orjson.dumps({**res.summary(), **extra}).decode())
-    else:
+    elif res.batch:
         print(res.batch)
+    if not args.json:
         print(
             f"enqueued {res.enqueued}, duplicates {res.duplicates}, rejected {len(res.rejected)}",
             file=sys.stderr,
@@ -202,14 +218,10 @@ async def _retry(redis: Any, settings: Settings, args: argparse.Namespace) -> in
 
 
 async def _quality(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
-    from worker.quality import quality_report
+    from worker.quality import quality_report, render_quality
 
     rep = await quality_report(redis, settings.keys)
-    if args.json:
-        print(orjson.dumps(rep).decode())
-    else:
-        for k, v in sorted(rep.items()):
-            print(f"{k}\t{v}")
+    print(orjson.dumps(rep).decode() if args.json else render_quality(rep))
     return 0
 
 
@@ -245,16 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("enqueue", help="enqueue a JSONL file of jobs or a folder of documents")
     e.add_argument("path")
-    e.add_argument("--task", default="summarize", choices=[t.value for t in TaskType], help="task (folders)")
-    e.add_argument("--prompt", help="instruction applied to each document (folders)")
-    e.add_argument("--system", help="system text applied to every job")
+    e.add_argument(
+        "--task",
+        choices=[t.value for t in TaskType],
+        help="task of each document (default summarize); for JSONL, of lines that give none",
+    )
+    e.add_argument("--prompt", help="instruction applied to each document; for JSONL, lines without one")
+    e.add_argument("--system", help="system text applied to every job that gives none")
     e.add_argument(
         "--tag", action="append", default=[], metavar="K=V", help="tenant=, batch= or a free label"
     )
-    e.add_argument("--batch", help="batch id (default: a new one)")
+    e.add_argument("--batch", help="batch id (default: the first job's tags.batch, else a new one)")
     e.add_argument("--json", action="store_true")
     e.add_argument(
-        "--verbose", dest="list_skipped", action="store_true", help="list the files skipped (folders)"
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="list skipped files"
     )
     e.set_defaults(func=_redis_command(_enqueue))
 

@@ -154,5 +154,6 @@ def generate(n: int = 240, seed: int = 7) -> Iterator[dict[str, Any]]:
                 "prompt": "Design a rollout plan for migrating 40 services to a new message broker; evaluate risks "
                 "and justify the order of migration.",
             }
-        job["tags"] = {"tenant": tenant, "labels": {"source": "demo", "kind": kind, "item": str(i)}}
+        # One batch has one tenant: the demo's customers are labels of the tenant that enqueues them.
+        job["tags"] = {"labels": {"source": "demo", "customer": tenant, "kind": kind, "item": str(i)}}
         yield job

@@ -8,6 +8,7 @@ Haiku work. On a tier queue the job waits for its slot (only that tier's pullers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -30,9 +31,10 @@ from jobs.tiers import TOP_TIER, Tier
 from worker import cache, pricing, retry, router, tracing
 from worker.budget import Reservation, token_for
 from worker.cache import WarmDecision
-from worker.checks import check_answer
+from worker.checks import NotJSON, check_answer, parse_json_output
 from worker.limits import Admission, AdmissionTimeout, Refusal
 from worker.llm import CallResult, call
+from worker.logsafe import exception_summary
 from worker.runtime import Runtime
 from worker.scripts import WriteBatch
 from worker.shadow import maybe_shadow
@@ -74,7 +76,7 @@ async def process_job(ctx: dict[str, Any], payload: Any, parked: str | None = No
             raise Retry(defer=2) from e
         except Exception as e:
             # A bug must not make arq drop the job with no outcome: fail it with a dead letter instead.
-            log.exception("job %s: unexpected error", job.job_id)
+            log.error("job %s: unexpected error: %s", job.job_id, exception_summary(e))
             return await run.finish_failed(None, "internal", f"internal error: {type(e).__name__}: {e}")
 
 
@@ -96,7 +98,7 @@ async def _parse(rt: Runtime, arq_id: str, payload: Any) -> Job | None:
         if isinstance(tags, dict):
             batch = str(tags.get("batch") or batch)
             tenant = str(tags.get("tenant") or tenant)
-    log.error("job %s: %s", job_id, reason)
+    log.error("job %s: invalid payload in Redis (the reason is in its result)", job_id)
     result = JobResult(
         job_id=job_id,
         batch=batch,
@@ -512,10 +514,12 @@ class JobRun:
         )
         return JobResult(
             job_id=self.job_id,
+            id=self.job.id,
+            source=self.job.source or self.job.document_source,
+            labels=self.job.tags.labels,
             batch=self.batch,
             tenant=self.job.tags.tenant,
             task=self.job.task.value,
-            source=self.job.source,
             status=status,
             usage=usage,
             cost=cost,
@@ -530,15 +534,20 @@ class JobRun:
         )
 
     async def finish_done(self, route: RouteRecord, attempt: Attempt, text: str, stop: str | None) -> str:
+        parsed: dict[str, Any] = {}
+        if self.job.output.type == "json":
+            # the json check may be off for this task: an answer that is not JSON stays text
+            with contextlib.suppress(NotJSON):
+                parsed = {"output_type": "json", "parsed_output": parse_json_output(text)}
         result = self._result(
-            route, "done", tier=attempt.tier, model=attempt.model, output=text, stop_reason=stop
+            route, "done", tier=attempt.tier, model=attempt.model, output=text, stop_reason=stop, **parsed
         )
         if await self.rt.store.record(result):
             self.rt.metrics.observe_result(result)
             try:
                 await maybe_shadow(self.rt, self.job, attempt.tier, text)
-            except Exception:  # monitoring must never fail the job it watches
-                log.exception("could not schedule a shadow run for %s", self.job_id)
+            except Exception as e:  # monitoring must never fail the job it watches
+                log.error("could not schedule a shadow run for %s: %s", self.job_id, exception_summary(e))
         return "done"
 
     async def finish_failed(

@@ -22,7 +22,8 @@ from typing import IO, Any
 from redis.asyncio import Redis
 
 from jobs.contract import TaskType
-from jobs.keys import Keys
+from jobs.keys import SHADOW_COST_FIELD, Keys
+from jobs.results import usd_float
 from worker.checks import NotJSON, parse_json_output
 
 DEFAULT_MAX_LABELS = 50_000
@@ -160,11 +161,30 @@ async def quality_report(redis: Redis, keys: Keys) -> dict[str, Any]:
         entry["rate"] = entry["agree"] / entry["total"] if entry["total"] else 0.0
         agree += int(entry["agree"])
         total += int(entry["total"])
+    shadow = int(_s(raw.get(SHADOW_COST_FIELD.encode(), raw.get(SHADOW_COST_FIELD, b"0"))))
     return {
         "by": dict(sorted(by.items())),
         "overall": {"agree": agree, "total": total, "rate": agree / total if total else 0.0},
         "labels": int(await redis.llen(keys.quality_labels)),  # type: ignore[misc]
+        "shadow_cost_pusd": shadow,
+        "shadow_cost_usd": usd_float(shadow),
     }
+
+
+def render_quality(rep: dict[str, Any]) -> str:
+    """`routeq quality` as a table: agreement of each task and tier with the top tier's answers."""
+    if not rep["by"]:
+        return "no shadow comparisons yet (set ROUTEQ_SHADOW_RATE on the workers to sample some)"
+    hdr = f"{'task':<12}{'tier':<8}{'agree':>7}{'total':>7}{'rate':>8}"
+    lines = [hdr, "-" * len(hdr)]
+    for name, e in rep["by"].items():
+        task, _, tier = name.partition(":")
+        lines.append(f"{task:<12}{tier:<8}{int(e['agree']):>7}{int(e['total']):>7}{e['rate']:>8.1%}")
+    o = rep["overall"]
+    lines.append("-" * len(hdr))
+    lines.append(f"{'all':<20}{o['agree']:>7}{o['total']:>7}{o['rate']:>8.1%}")
+    lines.append(f"shadow spend ${rep['shadow_cost_usd']:.6f}; {rep['labels']} labelled prompts kept")
+    return "\n".join(lines)
 
 
 def label_row(label: dict[str, Any]) -> dict[str, str] | None:

@@ -24,7 +24,12 @@ def add_router_commands(subparsers: Any) -> None:
 
     p = sub.add_parser("train", help="train a router model from a CSV of labelled prompts")
     p.add_argument("--data", type=Path, required=True, help="CSV: domain,prompt,weak_correct,strong_correct")
-    p.add_argument("--out", type=Path, default=None, help="model JSON to write (default: the shipped one)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="model JSON to write (the shipped model is replaced only when named here)",
+    )
     p.add_argument("--no-cv", action="store_true", help="skip leave-domain-out figures and thresholds")
     p.set_defaults(func=cmd_train)
 
@@ -76,7 +81,7 @@ def _load(model: Path | None) -> Scorer | None:
 def cmd_train(args: argparse.Namespace) -> int:
     from worker import router_train
 
-    out = args.out or Path(__file__).parent / "data" / "router_model.json"
+    out: Path = args.out
     try:
         model = router_train.train(args.data, out, cv=not args.no_cv)
     except (OSError, ValueError) as e:

@@ -18,6 +18,7 @@ from typing import Any
 from jobs.connections import aw
 from jobs.contract import Job
 from jobs.documents.store import MissingDocument, load_documents
+from jobs.keys import SHADOW_COST_FIELD
 from jobs.results import usd_float
 from jobs.serialization import queue_arq_job
 from jobs.tiers import TOP_TIER, Tier
@@ -29,7 +30,6 @@ from worker.runtime import Runtime
 log = logging.getLogger("routeq.shadow")
 
 SHADOW_FUNCTION = "shadow_job"
-SHADOW_COST_FIELD = "shadow_cost_pusd"
 SHADOW_SLOTS = 2
 # How long a shadow run keeps trying for a free top-tier slot before giving up on this sample.
 SLOT_PATIENCE_S = 120.0
@@ -95,8 +95,18 @@ async def _top_answer(rt: Runtime, job: Job, prompt_job: Job) -> tuple[str, int]
         return None
     await adm.release_usage(res.usage)
     cost = pricing.price_call(spec, res.usage, dt.datetime.now(dt.UTC).date()).total_pusd
-    await aw(rt.redis.hincrby(rt.keys.quality, SHADOW_COST_FIELD, cost))
+    await record_shadow_cost(rt, job, cost)
     return res.text, cost
+
+
+async def record_shadow_cost(rt: Runtime, job: Job, cost_pusd: int) -> None:
+    """Count a shadow call's spend fleet-wide (the shadow budget) and in its job's batch and tenant,
+    whose reports show it beside the jobs' own cost."""
+    async with rt.redis.pipeline(transaction=False) as p:
+        p.hincrby(rt.keys.quality, SHADOW_COST_FIELD, cost_pusd)
+        p.hincrby(rt.keys.batch_agg(job.tags.batch or "default"), SHADOW_COST_FIELD, cost_pusd)
+        p.hincrby(rt.keys.tenant_agg(job.tags.tenant), SHADOW_COST_FIELD, cost_pusd)
+        await p.execute()
 
 
 async def shadow_job(ctx: dict[str, Any], payload: Any, cheap_tier: str, cheap_answer: str) -> str:

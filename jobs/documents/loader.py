@@ -30,7 +30,7 @@ def supported(path: Path) -> bool:
 
 def _decode(data: bytes) -> str:
     try:
-        text = data.decode("utf-8")
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")  # a UTF-8 BOM is not text
     except UnicodeDecodeError as e:
         raise DocumentError(f"invalid UTF-8 at byte {e.start}") from None
     if not text.strip():
