@@ -50,7 +50,7 @@ class Keys:
 
     # --- per batch ----------------------------------------------------------------------------
     def batch_meta(self, batch: str) -> str:
-        """Hash: created_at, tenant, enqueued, duplicates, rejected."""
+        """Hash: created_ms, tenant (of the first job enqueued), enqueued, duplicates, rejected."""
         return f"{self.prefix}:batch:{batch}:meta"
 
     def batch_jobs(self, batch: str) -> str:
@@ -62,7 +62,8 @@ class Keys:
         return f"{self.prefix}:batch:{batch}:done"
 
     def batch_agg(self, batch: str) -> str:
-        """Hash of exact integer aggregates (costs in pico-USD, tokens) for the batch."""
+        """Hash of exact integer aggregates (costs in pico-USD, tokens) for the batch. Fields starting
+        with ``@`` (per-minute series, see ``jobs.results.BATCH_ONLY``) are kept here only, not per tenant."""
         return f"{self.prefix}:batch:{batch}:agg"
 
     def batch_docs(self, batch: str) -> str:

@@ -97,6 +97,7 @@ class Producer:
             chunk: list[tuple[Job, dict[str, Any]]] = []
             windows: dict[tuple[Tier, Tier], tuple[int, Tier]] = {}
             seen = 0
+            first_tenant: str | None = None
             for item in jobs:
                 seen += 1
                 if not isinstance(item, Job):
@@ -110,7 +111,9 @@ class Producer:
                 except TooLarge as e:
                     result.rejected.append(f"{seen}: {e}")
                     continue
-                chunk.append((item, item.placed_wire(result.batch, tenant)))
+                wire = item.placed_wire(result.batch, tenant)
+                first_tenant = first_tenant or wire["tags"].get("tenant")
+                chunk.append((item, wire))
                 if len(chunk) >= CHUNK:
                     await self._flush(chunk, result)
                     chunk = []
@@ -125,6 +128,9 @@ class Producer:
             span.set_attribute("routeq.rejected", len(result.rejected))
         if result.rejected:
             await aw(self.redis.hincrby(self.keys.batch_meta(result.batch), "rejected", len(result.rejected)))
+        if first_tenant and result.enqueued:
+            # Once per enqueue call, not per job: the batch list shows whose batch it is.
+            await aw(self.redis.hsetnx(self.keys.batch_meta(result.batch), "tenant", first_tenant))
         return result
 
     async def _flush(self, chunk: list[tuple[Job, dict[str, Any]]], result: EnqueueResult) -> None:
