@@ -105,7 +105,8 @@ def middleware(auth: Auth) -> Middleware:
         if via_query and request.method == "GET" and not request.path.startswith("/api/"):
             # Swap the token in the address bar (history, Referer) for a cookie.
             query = {k: v for k, v in request.query.items() if k != "token"}
-            resp: web.StreamResponse = web.HTTPSeeOther(request.rel_url.with_query(query))
+            location = str(request.rel_url.with_query(query))
+            resp: web.StreamResponse = web.Response(status=303, headers={"Location": location})
         else:
             resp = await handler(request)
         if via_query and auth.token is not None and not resp.prepared:

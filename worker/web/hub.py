@@ -51,6 +51,7 @@ class Hub:
         self.latest: dict[str, Any] | None = None
         self.latest_json = b""
         self._built_at = 0.0
+        self.builds = 0  # snapshots read from Redis so far (one per tick, however many clients)
         self._lock = asyncio.Lock()
         self._subscribers: set[asyncio.Queue[bytes]] = set()
         self._producer: asyncio.Task[None] | None = None
@@ -62,6 +63,7 @@ class Hub:
                 self.latest = await read_snapshot(self.redis, self.settings, self.rates)
                 self.latest_json = orjson.dumps(self.latest)
                 self._built_at = time.monotonic()
+                self.builds += 1
             return self.latest
 
     def subscribe(self) -> asyncio.Queue[bytes]:

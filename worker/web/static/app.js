@@ -132,7 +132,7 @@ async function renderDetail(id, withJobs) {
     `<tr><td>${esc(e.from_tier)}</td><td>${esc(e.reason)}</td><td>${num(e.jobs)}</td></tr>`).join("") : '<tr><td colspan="3" class="empty">none</td></tr>';
   $("#bd-retry-all").hidden = !d.dead.some((x) => x.retryable);
   $("#bd-dead tbody").innerHTML = d.dead.length ? d.dead.map((x) =>
-    `<tr><td>${esc(x.job_id)}</td><td>${esc(x.task)}</td><td>${esc(x.error_type)}</td><td>${esc(x.error)}</td><td>${num(x.attempts)}</td>` +
+    `<tr><td>${esc(x.job_id)}</td><td>${esc(x.task)}</td><td>${esc(x.error_type)}</td><td class="msg">${esc(x.error)}</td><td>${num(x.attempts)}</td>` +
     `<td>${x.retryable ? `<button class="action retry" data-job="${esc(x.job_id)}">retry</button>` : ""}</td></tr>`).join("")
     : '<tr><td colspan="6" class="empty">none</td></tr>';
   if (withJobs) { state.cursor = 0; $("#bd-jobs tbody").innerHTML = ""; await moreJobs(id); }
@@ -142,7 +142,7 @@ async function moreJobs(id) {
   const page = await api(`/api/batches/${encodeURIComponent(id)}/jobs?cursor=${state.cursor}`);
   $("#bd-jobs tbody").insertAdjacentHTML("beforeend", page.jobs.map((j) =>
     `<tr><td>${esc(j.job_id)}</td><td>${esc(j.status)}</td><td>${esc(j.task ?? "")}</td><td>${esc(j.tier ?? "")}</td>` +
-    `<td>${esc(j.reason ?? "")}</td><td>${num(j.attempts)}</td><td>${j.cost_usd == null ? "–" : usd(j.cost_usd)}</td>` +
+    `<td class="why">${esc(j.reason ?? "")}</td><td>${num(j.attempts)}</td><td>${j.cost_usd == null ? "–" : usd(j.cost_usd)}</td>` +
     `<td>${j.latency_ms == null ? "–" : num(j.latency_ms) + " ms"}</td>` +
     `<td>${j.trace_url ? `<a href="${esc(j.trace_url)}" target="_blank" rel="noopener">trace</a>` : ""}</td></tr>`).join(""));
   state.cursor = page.next_cursor || 0;
