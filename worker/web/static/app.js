@@ -73,9 +73,9 @@ function renderBatches(rows) {
   });
   $("#batches tbody").innerHTML = rows.length ? sortRows(rows).map((r) =>
     `<tr class="row" data-batch="${esc(r.batch)}"><td class="id">${esc(r.batch)}</td><td>${esc(r.tenant ?? "")}</td>` +
-    `<td>${dur(r.age_s)}</td><td class="wide">${bar(r)}</td><td class="done">${num(r.done)}</td>` +
-    `<td class="failed">${num(r.failed)}</td><td class="dead">${num(r.dead)}</td><td class="pending">${num(r.pending)}</td>` +
-    `<td class="cost">${usd(r.cost_usd)}</td><td>${r.savings_pct.toFixed(1)}%</td>` +
+    `<td>${dur(r.age_s)}</td><td class="wide">${bar(r)}</td><td class="n-done">${num(r.done)}</td>` +
+    `<td class="n-failed">${num(r.failed)}</td><td class="n-dead">${num(r.dead)}</td><td class="n-pending">${num(r.pending)}</td>` +
+    `<td class="n-cost">${usd(r.cost_usd)}</td><td>${r.savings_pct.toFixed(1)}%</td>` +
     `<td>${r.pending ? (r.eta_s == null ? "–" : dur(r.eta_s)) : "done"}</td></tr>`).join("")
     : '<tr><td colspan="11" class="empty">no batches yet</td></tr>';
 }
