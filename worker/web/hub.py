@@ -48,6 +48,7 @@ class Hub:
         self.settings = settings
         self.tick_s = tick_s
         self.rates = RateWindow()
+        self._rows: dict[str, tuple[Any, dict[str, Any]]] = {}
         self.latest: dict[str, Any] | None = None
         self.latest_json = b""
         self._built_at = 0.0
@@ -60,7 +61,7 @@ class Hub:
         """The current snapshot; rebuilt when older than a tick, once for all concurrent callers."""
         async with self._lock:
             if self.latest is None or time.monotonic() - self._built_at >= self.tick_s:
-                self.latest = await read_snapshot(self.redis, self.settings, self.rates)
+                self.latest = await read_snapshot(self.redis, self.settings, self.rates, self._rows)
                 self.latest_json = orjson.dumps(self.latest)
                 self._built_at = time.monotonic()
                 self.builds += 1

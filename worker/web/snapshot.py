@@ -39,34 +39,35 @@ def _text(v: bytes | str | None) -> str | None:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def batch_row(
-    batch: str,
-    created_ms: int,
-    meta_raw: dict[bytes, bytes],
-    agg: dict[str, int],
-    accepted: int,
-    dead: int,
-    now_s: float,
-    rate: float | None,
+def batch_base(
+    batch: str, meta_raw: dict[bytes, bytes], agg: dict[str, int], accepted: int, dead: int
 ) -> dict[str, Any]:
-    """One row of the batch list: counts, spend and savings (from the report), age and ETA."""
+    """A batch's counts, spend and savings (from the report): a function of what was read only, so a
+    batch that did not change since the last snapshot reuses it."""
     st = status_from(batch, meta_raw, agg, accepted, dead)
     rep = build_report(batch, agg, st)
-    pending = st["pending"]
-    eta = round(pending / rate, 1) if pending and rate else (0.0 if not pending else None)
     return {
         "batch": batch,
         "tenant": _text(meta_raw.get(b"tenant")),
-        "created_ms": created_ms,
-        "age_s": round(max(0.0, now_s - created_ms / 1000), 1),
         "enqueued": st["enqueued"],
         "done": st["done"],
         "failed": st["failed"],
         "dead": st["dead"],
-        "pending": pending,
+        "pending": st["pending"],
         "cost_usd": rep["cost_usd"],
         "baseline_cost_usd": rep["baseline_cost_usd"],
         "savings_pct": rep["savings_pct"],
+    }
+
+
+def batch_row(base: dict[str, Any], created_ms: int, now_s: float, rate: float | None) -> dict[str, Any]:
+    """One row of the batch list: the base plus age, rate and ETA."""
+    pending = base["pending"]
+    eta = round(pending / rate, 1) if pending and rate else (0.0 if not pending else None)
+    return {
+        **base,
+        "created_ms": created_ms,
+        "age_s": round(max(0.0, now_s - created_ms / 1000), 1),
         "jobs_per_s": round(rate, 2) if rate else 0.0,
         "eta_s": eta,
     }
