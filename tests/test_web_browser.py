@@ -70,7 +70,7 @@ async def test_page_shows_batch_progress_and_tier_spend(redis_url: str, ui_url: 
         await enqueue(redis, s, "browser-batch", n=150, dead=1)
         b.get(f"{ui_url}/?token={TOKEN}#/batches")
         assert "token" not in b.driver.current_url, "the token stays out of the address bar"
-        row = "document.querySelector('tr[data-batch=\"browser-batch\"]')"
+        row = "document.querySelector('#batches tr[data-batch=\"browser-batch\"]')"
         b.wait_for(row)
         # live: the pending count falls while the page sits there (SSE, no reload)
         first = int(b.js(f"return {row}.querySelector('.n-pending').textContent.replace(/,/g, '')"))
@@ -79,9 +79,9 @@ async def test_page_shows_batch_progress_and_tier_spend(redis_url: str, ui_url: 
         await wait_batch(s, redis, "browser-batch", timeout=120)
         rep = await batch_report(redis, s.keys, "browser-batch")
         b.wait_for(f"{row}.querySelector('.n-pending').textContent === '0'", timeout=10)
-        assert b.text('tr[data-batch="browser-batch"] .n-done') == str(rep["done"])
-        assert b.text('tr[data-batch="browser-batch"] .n-dead') == "1"
-        assert b.text('tr[data-batch="browser-batch"] .n-cost') == _usd(rep["cost_usd"])
+        assert b.text('#batches tr[data-batch="browser-batch"] .n-done') == str(rep["done"])
+        assert b.text('#batches tr[data-batch="browser-batch"] .n-dead') == "1"
+        assert b.text('#batches tr[data-batch="browser-batch"] .n-cost') == _usd(rep["cost_usd"])
         done_width = b.js(f"return {row}.querySelector('.bar .done').style.width")
         assert float(done_width.rstrip("%")) == pytest.approx(100 * rep["done"] / (rep["done"] + 1), abs=0.01)
         # overview: per-tier spend as the report has it

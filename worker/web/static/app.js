@@ -65,19 +65,25 @@ function sortRows(rows) {
   });
 }
 
+function batchRows(rows) {
+  return rows.map((r) =>
+    `<tr class="row" data-batch="${esc(r.batch)}"><td class="id">${esc(r.batch)}</td><td>${esc(r.tenant ?? "")}</td>` +
+    `<td>${dur(r.age_s)}</td><td class="wide">${bar(r)}</td><td class="n-done">${num(r.done)}</td>` +
+    `<td class="n-failed">${num(r.failed)}</td><td class="n-dead">${num(r.dead)}</td><td class="n-pending">${num(r.pending)}</td>` +
+    `<td class="n-cost">${usd(r.cost_usd)}</td><td>${r.savings_pct.toFixed(1)}%</td>` +
+    `<td>${r.pending ? (r.eta_s == null ? "–" : dur(r.eta_s)) : "done"}</td></tr>`).join("");
+}
+
 function renderBatches(rows) {
   $("#batch-count").textContent = `(${rows.length})`;
   document.querySelectorAll("#batches th[data-sort]").forEach((th) => {
     th.classList.toggle("sorted", th.dataset.sort === state.sort);
     th.classList.toggle("asc", !state.desc);
   });
-  $("#batches tbody").innerHTML = rows.length ? sortRows(rows).map((r) =>
-    `<tr class="row" data-batch="${esc(r.batch)}"><td class="id">${esc(r.batch)}</td><td>${esc(r.tenant ?? "")}</td>` +
-    `<td>${dur(r.age_s)}</td><td class="wide">${bar(r)}</td><td class="n-done">${num(r.done)}</td>` +
-    `<td class="n-failed">${num(r.failed)}</td><td class="n-dead">${num(r.dead)}</td><td class="n-pending">${num(r.pending)}</td>` +
-    `<td class="n-cost">${usd(r.cost_usd)}</td><td>${r.savings_pct.toFixed(1)}%</td>` +
-    `<td>${r.pending ? (r.eta_s == null ? "–" : dur(r.eta_s)) : "done"}</td></tr>`).join("")
-    : '<tr><td colspan="11" class="empty">no batches yet</td></tr>';
+  $("#batches tbody").innerHTML = rows.length ? batchRows(sortRows(rows)) : '<tr><td colspan="11" class="empty">no batches yet</td></tr>';
+  const running = rows.filter((r) => r.pending > 0);
+  $("#running-count").textContent = running.length > 10 ? `(10 newest of ${running.length})` : `(${running.length})`;
+  $("#running tbody").innerHTML = running.length ? batchRows(running.slice(0, 10)) : '<tr><td colspan="11" class="empty">none: every batch is finished</td></tr>';
 }
 
 function renderQuality(q) {
@@ -196,7 +202,7 @@ async function main() {
     const k = e.target.dataset?.sort; if (!k) return;
     state.desc = state.sort === k ? !state.desc : true; state.sort = k; render();
   });
-  $("#batches tbody").addEventListener("click", (e) => {
+  for (const sel of ["#batches tbody", "#running tbody"]) $(sel).addEventListener("click", (e) => {
     const tr = e.target.closest("tr[data-batch]"); if (tr) location.hash = "#/batch/" + encodeURIComponent(tr.dataset.batch);
   });
   $("#bd-dead").addEventListener("click", (e) => { const b = e.target.closest("button.retry"); if (b) retry({ job_id: b.dataset.job }); });
