@@ -281,3 +281,37 @@ def test_ui_command_refuses_unsafe_auth(redis_url: str) -> None:
         p = subprocess.run(routeq_cmd("ui", *args), env=env, capture_output=True, text=True, timeout=60)
         assert p.returncode == 2, p.stderr
         assert needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_token_never_in_the_ui_output(redis_url: str) -> None:
+    """`routeq -v ui` with requests carrying the token in the query and the header: it logs neither."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = worker_env(redis_url, "http://127.0.0.1:1", ROUTEQ_UI_TOKEN=TOKEN)
+    proc = subprocess.Popen(
+        routeq_cmd("-v", "ui", "--port", str(port)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    import httpx2
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx2.get(f"{url}/api/session", timeout=1)
+                break
+            except httpx2.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        assert httpx2.get(f"{url}/?token={TOKEN}", follow_redirects=False).status_code == 303
+        assert httpx2.get(f"{url}/api/overview?token={TOKEN}").status_code == 200
+        assert httpx2.get(f"{url}/api/batches", headers=AUTH).status_code == 200
+        assert httpx2.get(f"{url}/api/batches?token=wrong-{TOKEN}").status_code == 401
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert b"routeq ui on" in out
+    assert TOKEN.encode() not in out

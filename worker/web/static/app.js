@@ -96,12 +96,12 @@ function renderQuality(q) {
     : '<tr><td colspan="4" class="empty">no shadow runs (set ROUTEQ_SHADOW_RATE)</td></tr>';
 }
 
-function chart(series) {
+function chart(series, idx, fmtv, unit) {
   const pts = TIERS.flatMap((t) => (series[t] || []).map((p) => p[0]));
   if (!pts.length) return '<p class="empty">nothing finished yet</p>';
   const t0 = Math.min(...pts), t1 = Math.max(...pts) + 60, W = 800, H = 180, P = 30;
   const bySlot = {};
-  TIERS.forEach((t) => (series[t] || []).forEach(([m, c]) => { (bySlot[m] ??= {})[t] = c; }));
+  TIERS.forEach((t) => (series[t] || []).forEach((p) => { (bySlot[p[0]] ??= {})[t] = p[idx]; }));
   const maxC = Math.max(...Object.values(bySlot).map((s) => TIERS.reduce((a, t) => a + (s[t] || 0), 0)), 1e-12);
   const bw = Math.max(2, (W - 2 * P) * 60 / (t1 - t0) - 2);
   let bars = "";
@@ -110,13 +110,13 @@ function chart(series) {
     const x = P + (W - 2 * P) * (m - t0) / (t1 - t0);
     for (const t of TIERS) {
       const h = (H - 2 * P) * (s[t] || 0) / maxC;
-      if (h > 0) { y -= h; bars += `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${bw.toFixed(1)}" height="${h.toFixed(1)}" class="tier-${t}" fill="var(--${t})"><title>${t} ${usd(s[t])}</title></rect>`; }
+      if (h > 0) { y -= h; bars += `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${bw.toFixed(1)}" height="${h.toFixed(1)}" class="tier-${t}" fill="var(--${t})"><title>${t} ${fmtv(s[t])}</title></rect>`; }
     }
   }
   const fmt = (t) => new Date(t * 1000).toISOString().slice(11, 16);
   return `<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none"><line class="axis" x1="${P}" y1="${H - P}" x2="${W - P}" y2="${H - P}"/>` +
     `${bars}<text x="${P}" y="${H - 12}">${fmt(t0)}</text><text x="${W - P - 30}" y="${H - 12}">${fmt(t1)}</text>` +
-    `<text x="${P}" y="14">max ${usd(maxC)} / min</text></svg>` +
+    `<text x="${P}" y="14">max ${fmtv(maxC)} ${unit} / min</text></svg>` +
     TIERS.map((t) => `<span class="muted"><span class="swatch tier-${t}"></span>${t}</span> `).join("");
 }
 
@@ -133,7 +133,8 @@ async function renderDetail(id, withJobs) {
   $("#bd-tiers tbody").innerHTML = TIERS.filter((t) => rep.tiers[t]).map((t) => { const r = rep.tiers[t];
     return `<tr id="bd-tier-${t}"><td><span class="swatch tier-${t}"></span>${t}</td><td>${num(r.jobs)}</td><td>${num(r.calls)}</td><td>${num(r.input_tokens)}</td>` +
       `<td>${num(r.output_tokens)}</td><td>${num(r.cache_write_tokens)}</td><td>${num(r.cache_read_tokens)}</td><td class="cost">${usd(r.cost_usd)}</td></tr>`; }).join("");
-  $("#bd-chart").innerHTML = chart(d.series);
+  $("#bd-chart").innerHTML = chart(d.series, 1, usd, "");
+  $("#bd-chart-jobs").innerHTML = chart(d.series, 2, num, "jobs");
   $("#bd-esc tbody").innerHTML = d.escalations.length ? d.escalations.map((e) =>
     `<tr><td>${esc(e.from_tier)}</td><td>${esc(e.reason)}</td><td>${num(e.jobs)}</td></tr>`).join("") : '<tr><td colspan="3" class="empty">none</td></tr>';
   $("#bd-retry-all").hidden = !d.dead.some((x) => x.retryable);
