@@ -123,3 +123,14 @@ def test_levers_show_batch_discount_absent_until_recorded() -> None:
     lv = shape.levers(rep, shadow_pusd=10, batch_discount_pusd=None)
     assert lv["batch_discount_usd"] is None and lv["net_savings_usd"] == pytest.approx(5e-11)
     assert shape.levers(rep, 0, 20)["batch_discount_usd"] == pytest.approx(2e-11)
+
+
+def test_sort_rows_by_any_key_with_missing_tenant() -> None:
+    rows = [
+        {"batch": "b", "tenant": None, "cost_usd": 2.0, "created_ms": 1},
+        {"batch": "a", "tenant": "acme", "cost_usd": 5.0, "created_ms": 3},
+        {"batch": "c", "tenant": "zeta", "cost_usd": 0.5, "created_ms": 2},
+    ]
+    assert [r["batch"] for r in shape.sort_rows(rows, "cost_usd", True)] == ["a", "b", "c"]
+    assert [r["batch"] for r in shape.sort_rows(rows, "tenant", False)] == ["b", "a", "c"]
+    assert [r["batch"] for r in shape.sort_rows(rows, "created_ms", True)] == ["a", "c", "b"]

@@ -131,8 +131,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             while resp.is_connected():
                 data = await q.get()
                 await resp.send(data.decode(), event="snapshot")
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the client went away between ticks
         finally:
             hub.unsubscribe(q)
     return resp

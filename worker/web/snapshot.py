@@ -76,11 +76,8 @@ def batch_row(base: dict[str, Any], created_ms: int, now_s: float, rate: float |
 def sort_rows(rows: list[dict[str, Any]], key: str, descending: bool) -> list[dict[str, Any]]:
     if key not in SORT_KEYS:
         raise ValueError(f"sort: unknown key {key!r} (one of {', '.join(SORT_KEYS)})")
-    return sorted(
-        rows,
-        key=lambda r: (r[key] is None, r[key] or 0 if key != "tenant" else r[key] or ""),
-        reverse=descending,
-    )
+    blank: Any = "" if key in ("batch", "tenant") else 0
+    return sorted(rows, key=lambda r: r[key] if r[key] is not None else blank, reverse=descending)
 
 
 def tier_rows(
