@@ -16,7 +16,7 @@ from jobs.connections import connect
 from jobs.reports import batch_report, batch_status
 from jobs.results import JobResult
 from jobs.settings import Settings
-from jobs.tiers import TIER_ORDER
+from jobs.tiers import TIER_ORDER, Tier
 from tests.helpers import Fleet, wait_batch, worker_env
 from tests.web_fixtures import FAULTS, SECRET_PROMPT, TOKEN, enqueue, ui_server
 from worker.embedded import routeq_cmd, start_mock_api, start_workers
@@ -315,3 +315,30 @@ def test_token_never_in_the_ui_output(redis_url: str) -> None:
         out, _ = proc.communicate(timeout=15)
     assert b"routeq ui on" in out
     assert TOKEN.encode() not in out
+
+
+async def test_set_limit_needs_csrf_and_writes_the_override(redis_url: str) -> None:
+    from worker.limits import get_limits
+
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    async with ui_server(redis, s) as ui, aiohttp.ClientSession(headers=AUTH) as http:
+        url = f"{ui.url}/api/limits/opus"
+        async with http.post(url, json={"concurrency": 2}) as r:
+            assert r.status == 403
+        assert (await get_limits(redis, s.keys, s))[Tier.opus].concurrency == 4
+        csrf = {"X-CSRF-Token": ui.csrf}
+        for body, status in (({"concurrency": 0}, 400), ({"bogus": 1}, 400), ({}, 400)):
+            async with http.post(url, json=body, headers=csrf) as r:
+                assert r.status == status, body
+        async with http.post(f"{ui.url}/api/limits/gpt", json={"concurrency": 2}, headers=csrf) as r:
+            assert r.status == 404
+        async with http.post(url, json={"concurrency": 2, "rpm": 100}, headers=csrf) as r:
+            assert r.status == 200
+        limits = (await get_limits(redis, s.keys, s))[Tier.opus]
+        await asyncio.sleep(0.6)  # past the test server's tick
+        async with http.get(f"{ui.url}/api/overview") as r:
+            ov = await r.json()
+    await redis.aclose()
+    assert (limits.concurrency, limits.rpm) == (2, 100)
+    assert ov["tiers"]["opus"]["limit"] == 2

@@ -2,7 +2,8 @@
 
 Routes (all behind ``auth``): ``/`` and ``/static/*``; ``GET /api/session``, ``/api/overview``,
 ``/api/batches``, ``/api/batches/{id}``, ``/api/batches/{id}/jobs``, ``/api/events`` (SSE);
-``POST /api/batches/{id}/retry`` (body ``{"job_id": ...}`` for one dead letter, else all of them).
+``POST /api/batches/{id}/retry`` (body ``{"job_id": ...}`` for one dead letter, else all of them),
+``POST /api/limits/{tier}`` (body ``{"concurrency": N, "rpm": N, ...}``, as `routeq limits set`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from aiohttp_sse import sse_response
 from redis.asyncio import Redis
 
 from jobs.settings import Settings
+from jobs.tiers import TIER_ORDER
+from worker.limits import LIMIT_KINDS, set_limits
 from worker.requeue import retry_batch, retry_job
 from worker.web import reads
 from worker.web.auth import Auth, AuthConfigError, make_auth, middleware
@@ -121,6 +124,25 @@ async def retry(request: web.Request) -> web.Response:
     return _json({"batch": batch, "requeued": n})
 
 
+async def set_limit(request: web.Request) -> web.Response:
+    """``POST /api/limits/{tier}`` with ``{"concurrency": N, "rpm": N, ...}``: `routeq limits set`."""
+    tier = request.match_info["tier"]
+    if tier not in [t.value for t in TIER_ORDER]:
+        return _error(404, f"no tier {tier!r}")
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return _error(400, 'body: expected JSON like {"concurrency": 8}')
+    if not isinstance(body, dict) or not body or set(body) - set(LIMIT_KINDS):
+        return _error(400, f"body: an object with some of {', '.join(LIMIT_KINDS)}")
+    try:
+        written = await set_limits(request.app[REDIS], request.app[SETTINGS].keys, tier, **body)
+    except (TypeError, ValueError) as e:
+        return _error(400, f"{tier}: {e}")
+    log.info("ui: limits of %s set: %s", tier, written)
+    return _json({"tier": tier, "set": written})
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     await hub.snapshot()
@@ -150,6 +172,7 @@ def make_app(redis: Redis, settings: Settings, auth: Auth, tick_s: float | None 
     app.router.add_get("/api/batches/{batch}", batch_detail)
     app.router.add_get("/api/batches/{batch}/jobs", batch_jobs)
     app.router.add_post("/api/batches/{batch}/retry", retry)
+    app.router.add_post("/api/limits/{tier}", set_limit)
     app.router.add_get("/api/events", events)
 
     async def close_hub(app: web.Application) -> None:

@@ -50,7 +50,7 @@ function renderOverview(ov) {
   $("#tiers tbody").innerHTML = TIERS.map((t) => {
     const r = ov.tiers[t];
     return `<tr id="tier-${t}"><td><span class="swatch tier-${t}"></span>${t}</td><td class="depth">${num(r.queue_depth)}</td>` +
-      `<td class="inflight">${num(r.in_flight)} / ${r.limit == null ? "∞" : num(r.limit)}</td>` +
+      `<td class="inflight">${num(r.in_flight)} / ${r.limit == null ? "∞" : num(r.limit)} <button class="action set-limit" data-tier="${t}" title="set the fleet-wide concurrency">set</button></td>` +
       `<td class="${r.cooldown_s > 0 ? "cooling" : ""}">${r.cooldown_s > 0 ? r.cooldown_s + "s" : "–"}</td>` +
       `<td class="h429">${num(r.http_429)}</td><td class="h529">${num(r.http_529)}</td><td class="jobs">${num(r.jobs)}</td>` +
       `<td class="cost">${usd(r.cost_usd)}</td><td class="wide"><div class="hbar tier-${t}" style="width:${(100 * r.cost_usd / spend).toFixed(1)}%"></div></td></tr>`;
@@ -208,6 +208,12 @@ async function main() {
   });
   $("#bd-dead").addEventListener("click", (e) => { const b = e.target.closest("button.retry"); if (b) retry({ job_id: b.dataset.job }); });
   $("#bd-retry-all").addEventListener("click", () => retry({}));
+  $("#tiers tbody").addEventListener("click", async (e) => {
+    const b = e.target.closest("button.set-limit"); if (!b) return;
+    const v = window.prompt(`Fleet-wide concurrency for ${b.dataset.tier}:`); if (!v) return;
+    await api(`/api/limits/${b.dataset.tier}`, { method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": state.csrf }, body: JSON.stringify({ concurrency: Number(v) }) });
+  });
   $("#bd-more").addEventListener("click", () => moreJobs(state.batch));
   connect();
   document.body.dataset.ready = "1";
