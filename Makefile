@@ -22,6 +22,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
+	@./.ci/ensure-browser
 	$(BIN)/pytest -q
 
 unit: $(STAMP)

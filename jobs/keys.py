@@ -66,7 +66,8 @@ class Keys:
         return f"{self.prefix}:batch:{batch}:done"
 
     def batch_agg(self, batch: str) -> str:
-        """Hash of exact integer aggregates (costs in pico-USD, tokens) for the batch."""
+        """Hash of exact integer aggregates (costs in pico-USD, tokens) for the batch. Fields starting
+        with ``@`` (per-minute series, see ``jobs.results.BATCH_ONLY``) are kept here only, not per tenant."""
         return f"{self.prefix}:batch:{batch}:agg"
 
     def batch_docs(self, batch: str) -> str:

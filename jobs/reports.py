@@ -27,14 +27,28 @@ def _ints(h: dict[bytes, bytes]) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in h.items() if v.lstrip(b"-").isdigit()}
 
 
-async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
-    async with redis.pipeline(transaction=False) as p:
-        p.hgetall(keys.batch_meta(batch))
-        p.hgetall(keys.batch_agg(batch))
-        p.scard(keys.batch_jobs(batch))
-        p.hlen(keys.batch_dead(batch))
-        meta_raw, agg_raw, accepted, dead = await p.execute()
-    meta, agg = _ints(meta_raw), _ints(agg_raw)
+def _meta_ints(h: dict[bytes, bytes]) -> dict[str, int]:
+    """The counters of a batch's meta hash (it also holds text, e.g. the tenant)."""
+    return {k.decode(): int(v) for k, v in h.items() if v.lstrip(b"-").isdigit()}
+
+
+# The aggregate fields ``build_report`` reads: enough to build a report from an HMGET of a batch's agg.
+REPORT_FIELDS: tuple[str, ...] = (
+    "jobs",
+    "done",
+    "failed",
+    "cost_pusd",
+    "baseline_pusd",
+    "uncached_pusd",
+    *(f"tier:{t.value}:{k}" for t in TIER_ORDER for k in ("jobs", "calls", *TOKEN_KINDS, "cost_pusd")),
+)
+
+
+def status_from(
+    batch: str, meta_raw: dict[bytes, bytes], agg: dict[str, int], accepted: int, dead: int
+) -> dict[str, Any]:
+    """``batch_status`` from what it reads: meta hash, aggregate, accepted-set size, dead-letter count."""
+    meta = _meta_ints(meta_raw)
     done, failed = agg.get("done", 0), agg.get("failed", 0)
     tenant = meta_raw.get(b"tenant")
     return {
@@ -49,6 +63,16 @@ async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
         "dead": int(dead),
         "pending": max(0, int(accepted) - done - failed),
     }
+
+
+async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
+    async with redis.pipeline(transaction=False) as p:
+        p.hgetall(keys.batch_meta(batch))
+        p.hgetall(keys.batch_agg(batch))
+        p.scard(keys.batch_jobs(batch))
+        p.hlen(keys.batch_dead(batch))
+        meta_raw, agg_raw, accepted, dead = await p.execute()
+    return status_from(batch, meta_raw, _ints(agg_raw), accepted, dead)
 
 
 async def iter_results(

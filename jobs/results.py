@@ -166,8 +166,37 @@ AGG_FIELDS_PER_TIER = (
 )
 
 
+# Fields starting with this mark go to the batch aggregate only (record.lua skips the tenant's): a
+# per-minute series would grow a tenant hash, which never expires, without bound.
+BATCH_ONLY = "@"
+# Attempt error kinds (worker/retry.py) counted per tier: the API's 429 and 529 answers.
+HTTP_FAULTS = {"rate_limit": "http_429", "overloaded": "http_529"}
+
+
+def minute_of(ts: float) -> int:
+    """The per-minute series bucket of a wall-clock time (minutes since the epoch)."""
+    return int(ts // 60)
+
+
+def series_field(minute: int, tier: str, what: str) -> str:
+    """``@m:<minute>:<tier>:<cost|jobs>``: spend and finished jobs per tier and minute of a batch."""
+    return f"{BATCH_ONLY}m:{minute}:{tier}:{what}"
+
+
+def escalations(r: JobResult) -> list[tuple[str, str]]:
+    """(from tier, reason) for each move up a tier: the error kind of the last attempt before it."""
+    out: list[tuple[str, str]] = []
+    for prev, cur in zip(r.attempts, r.attempts[1:], strict=False):
+        if cur.tier.rank > prev.tier.rank:
+            out.append((prev.tier.value, prev.error_type or prev.status))
+    return out
+
+
 def aggregate_increments(r: JobResult) -> dict[str, int]:
-    """The HINCRBY deltas one final result adds to its batch and tenant aggregates."""
+    """The HINCRBY deltas one final result adds to its batch and tenant aggregates.
+
+    Besides the report's sums: 429/529 answers per tier, escalations per tier and reason, and the
+    batch's per-minute spend and jobs per tier (usually two fields: one tier, one minute)."""
     inc: dict[str, int] = {
         "jobs": 1,
         "done": int(r.status == "done"),
@@ -188,8 +217,18 @@ def aggregate_increments(r: JobResult) -> dict[str, int]:
             ("cache_read_tokens", a.usage.cache_read_tokens),
             ("cost_pusd", a.cost.total_pusd),
             ("calls", int(a.status != "error")),
+            (HTTP_FAULTS.get(a.error_type or "", ""), 1),
         ):
-            inc[f"tier:{t}:{f}"] = inc.get(f"tier:{t}:{f}", 0) + v
+            if f:
+                inc[f"tier:{t}:{f}"] = inc.get(f"tier:{t}:{f}", 0) + v
     if r.tier is not None:
         inc[f"tier:{r.tier.value}:jobs"] = inc.get(f"tier:{r.tier.value}:jobs", 0) + 1
+    for tier, reason in escalations(r):
+        inc[f"esc:{tier}:{reason}"] = inc.get(f"esc:{tier}:{reason}", 0) + 1
+    minute = minute_of(r.finished_at)
+    for a in r.attempts:
+        field = series_field(minute, a.tier.value, "cost")
+        inc[field] = inc.get(field, 0) + a.cost.total_pusd
+    if r.tier is not None:
+        inc[series_field(minute, r.tier.value, "jobs")] = 1
     return {k: v for k, v in inc.items() if v}

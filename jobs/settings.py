@@ -139,6 +139,14 @@ class Settings(BaseSettings):
     # --- observability ----------------------------------------------------------------------------
     trace_content: bool = False
 
+    # --- web UI (worker/web) ----------------------------------------------------------------------
+    # SecretStr: never in repr, logs or tracebacks. Required unless `routeq ui --no-auth` on loopback.
+    ui_token: SecretStr | None = None
+    # Prompt and answer text on the pages; off, so a viewer sees costs and routes, not content.
+    ui_show_content: bool = False
+    # Base URL of a Jaeger UI: each job row links to its trace there.
+    jaeger_url: str | None = None
+
     @cached_property
     def keys(self) -> Keys:
         return Keys(self.key_prefix)

@@ -118,7 +118,14 @@ async def _queues_idle(rt: Runtime, workers: list[Worker]) -> bool:
     return not any(counts)
 
 
-async def run(settings: Settings, *, burst: bool = False, metrics_port: int | None = None) -> int:
+async def run(
+    settings: Settings, *, burst: bool = False, metrics_port: int | None = None, ui_port: int | None = None
+) -> int:
+    ui_auth = None
+    if ui_port is not None:
+        from worker.web.auth import make_auth
+
+        ui_auth = make_auth(settings.ui_token, "127.0.0.1", no_auth=False)  # before anything starts
     telemetry.setup_tracing("routeq-worker")
     logsafe.install()
     rt = await build_runtime(settings)
@@ -138,6 +145,11 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
         rt.metrics.watch_queues(settings.redis_url or "", settings.keys)
         server = metrics.start_metrics_server(port, rt.metrics.registry, health)
     beat = asyncio.ensure_future(metrics.heartbeat(health))
+    ui = None
+    if ui_auth is not None and ui_port is not None:
+        from worker.web.app import make_app, start_site
+
+        ui = await start_site(make_app(rt.redis, settings, ui_auth), "127.0.0.1", ui_port)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -178,6 +190,8 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
             with contextlib.suppress(Exception):
                 await asyncio.gather(*w.tasks.values(), return_exceptions=True)
                 await rt.redis.delete(w.health_check_key)
+        if ui is not None:
+            await ui.cleanup()
         await recovery.close()
         await rt.gate.close()
         if server is not None:

@@ -233,7 +233,15 @@ def _worker(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         print("routeq worker: set REDIS_URL (routeq demo starts a private Redis for you)", file=sys.stderr)
         return 2
-    return eventloop.run(app.run(settings, burst=args.burst, metrics_port=args.metrics_port))
+    if args.ui_port is not None and settings.ui_token is None:
+        print(
+            "routeq worker: --ui-port needs ROUTEQ_UI_TOKEN (every UI page and API call needs it)",
+            file=sys.stderr,
+        )
+        return 2
+    return eventloop.run(
+        app.run(settings, burst=args.burst, metrics_port=args.metrics_port, ui_port=args.ui_port)
+    )
 
 
 def _mock_api(args: argparse.Namespace) -> int:
@@ -277,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a worker process")
     w.add_argument("--burst", action="store_true", help="exit when every queue is empty")
     w.add_argument("--metrics-port", type=int, default=None, help="serve /metrics and /healthz on this port")
+    w.add_argument("--ui-port", type=int, default=None, help="also serve the web UI on 127.0.0.1:PORT")
     w.set_defaults(func=_worker)
 
     for name, fn, helptext in (
@@ -320,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_limits_commands(sub)
     add_router_commands(sub)
     add_budget_commands(sub)
+    from worker.web.app import add_ui_command
+
+    add_ui_command(sub)
     return p
 
 

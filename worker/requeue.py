@@ -21,34 +21,53 @@ from worker.store import Store
 
 
 async def retry_batch(redis: Redis, settings: Settings, batch: str, dead_only: bool = True) -> int:
-    keys = settings.keys
+    dead = await aw(redis.hgetall(settings.keys.batch_dead(batch)))
     store = Store(redis, settings)
-    dead = await aw(redis.hgetall(keys.batch_dead(batch)))
     n = 0
     for raw_id, raw_cause in dead.items():
-        job_id = raw_id.decode()
-        cause = orjson.loads(raw_cause)
-        if "job" not in cause:
-            continue  # a payload that was corrupt in Redis: nothing sound to re-run
-        if not dead_only and cause.get("error_type") == "invalid_payload":
-            continue
-        job = Job.from_wire(cause["job"])
-        old = await load_result(redis, keys, job_id)
-        if old is not None and not await store.unrecord(old):
-            continue
-        async with redis.pipeline(transaction=True) as p:
-            queue_arq_job(
-                p,
-                queue=keys.intake_queue,
-                job_id=job_id,
-                function=JOB_FUNCTION,
-                args=[job.to_wire()],
-                kwargs={},
-                expiry_ms=settings.job_expiry_s * 1000,
-                now_ms=int(time.time() * 1000),
-                replace=True,
-            )
-            p.hdel(keys.batch_dead(batch), job_id)
-            await p.execute()
-        n += 1
+        n += await _requeue(redis, settings, store, batch, raw_id.decode(), raw_cause, dead_only)
     return n
+
+
+async def retry_job(redis: Redis, settings: Settings, batch: str, job_id: str) -> bool:
+    """Re-enqueue one dead letter of the batch; False when it is not (or no longer) a dead letter."""
+    raw_cause = await aw(redis.hget(settings.keys.batch_dead(batch), job_id))
+    if raw_cause is None:
+        return False
+    return bool(await _requeue(redis, settings, Store(redis, settings), batch, job_id, raw_cause, True))
+
+
+async def _requeue(
+    redis: Redis,
+    settings: Settings,
+    store: Store,
+    batch: str,
+    job_id: str,
+    raw_cause: bytes | str,
+    dead_only: bool,
+) -> int:
+    keys = settings.keys
+    cause = orjson.loads(raw_cause)
+    if "job" not in cause:
+        return 0  # a payload that was corrupt in Redis: nothing sound to re-run
+    if not dead_only and cause.get("error_type") == "invalid_payload":
+        return 0
+    job = Job.from_wire(cause["job"])
+    old = await load_result(redis, keys, job_id)
+    if old is not None and not await store.unrecord(old):
+        return 0
+    async with redis.pipeline(transaction=True) as p:
+        queue_arq_job(
+            p,
+            queue=keys.intake_queue,
+            job_id=job_id,
+            function=JOB_FUNCTION,
+            args=[job.to_wire()],
+            kwargs={},
+            expiry_ms=settings.job_expiry_s * 1000,
+            now_ms=int(time.time() * 1000),
+            replace=True,
+        )
+        p.hdel(keys.batch_dead(batch), job_id)
+        await p.execute()
+    return 1

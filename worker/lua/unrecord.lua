@@ -6,7 +6,9 @@ if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then
 end
 for i = 2, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[3], ARGV[i], -tonumber(ARGV[i + 1]))
-  redis.call('HINCRBY', KEYS[4], ARGV[i], -tonumber(ARGV[i + 1]))
+  if string.byte(ARGV[i]) ~= 64 then  -- '@': batch-only field, as in record.lua
+    redis.call('HINCRBY', KEYS[4], ARGV[i], -tonumber(ARGV[i + 1]))
+  end
 end
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('DEL', KEYS[1])
