@@ -373,25 +373,25 @@ async def test_stored_content_is_read_once_per_process_and_missing_content_is_na
     doc = loader.load_bytes(data, ".pdf", name="c.pdf", mode="native")
     note = loader.load_bytes(b"plain words", ".txt", name="n.txt")
     await store_documents(redis, keys, "b", [doc, note], 60_000, set())
-    cache = ContentCache(max_chars=10_000_000)
-    got = await load_documents(redis, keys, "b", [doc, note], cache)
+    held = ContentCache(max_chars=10_000_000)
+    got = await load_documents(redis, keys, "b", [doc, note], held)
     assert got == {doc.ref: base64.b64encode(data).decode(), note.ref: "plain words"}
     await redis.delete(keys.batch_document("b", doc.ref or ""), keys.batch_document("b", note.ref or ""))
-    assert await load_documents(redis, keys, "b", [doc, note], cache) == got  # from this process's cache
+    assert await load_documents(redis, keys, "b", [doc, note], held) == got  # from this process's cache
     with pytest.raises(MissingDocument) as e:
         await load_documents(redis, keys, "b", [doc])
     assert e.value.name == "c.pdf"
 
 
 def test_content_cache_is_bounded() -> None:
-    cache = ContentCache(max_chars=10)
-    cache.put(("b", "1", "text/plain"), "aaaa")
-    cache.put(("b", "2", "text/plain"), "bbbb")
-    assert cache.get(("b", "1", "text/plain")) == "aaaa"  # now the most recent
-    cache.put(("b", "3", "text/plain"), "cccc")
-    assert cache.get(("b", "2", "text/plain")) is None and cache.get(("b", "1", "text/plain")) == "aaaa"
-    cache.put(("b", "4", "text/plain"), "x" * 11)
-    assert cache.get(("b", "4", "text/plain")) is None
+    held = ContentCache(max_chars=10)
+    held.put(("b", "1", "text/plain"), "aaaa")
+    held.put(("b", "2", "text/plain"), "bbbb")
+    assert held.get(("b", "1", "text/plain")) == "aaaa"  # now the most recent
+    held.put(("b", "3", "text/plain"), "cccc")
+    assert held.get(("b", "2", "text/plain")) is None and held.get(("b", "1", "text/plain")) == "aaaa"
+    held.put(("b", "4", "text/plain"), "x" * 11)
+    assert held.get(("b", "4", "text/plain")) is None
 
 
 def test_native_pdfs_over_the_per_request_page_limit_together_are_refused() -> None:
