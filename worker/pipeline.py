@@ -20,21 +20,23 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from jobs.connections import aw
 from jobs.contract import Job
-from jobs.documents.store import MissingDocument, load_documents
+from jobs.documents.store import MissingDocument
 from jobs.keys import JOB_FUNCTION
-from jobs.results import Attempt, Cost, JobResult, JobStatus, RouteRecord, Usage
+from jobs.results import Attempt, Cost, JobResult, JobStatus, RouteRecord
 from jobs.serialization import CORRUPT_MARK, queue_arq_job
 from jobs.sources import explain
 from jobs.tiers import TOP_TIER, Tier
 from worker import cache, pricing, retry, router, tracing
+from worker.attempt import AttemptScope
 from worker.budget import Reservation, token_for
 from worker.cache import WarmDecision
 from worker.checks import NotJSON, check_answer, parse_json_output
 from worker.limits import Admission, AdmissionTimeout, Refusal
 from worker.llm import CallResult, call
 from worker.logsafe import exception_summary
+from worker.outcome import build_result, dead_letter
+from worker.planning import RequestPlanner
 from worker.runtime import Runtime
 from worker.scripts import WriteBatch
 from worker.shadow import maybe_shadow
@@ -114,13 +116,6 @@ async def _parse(rt: Runtime, arq_id: str, payload: Any) -> Job | None:
     return None
 
 
-def _total(attempts: list[Attempt]) -> tuple[Usage, Cost]:
-    usage, cost = Usage(), Cost()
-    for a in attempts:
-        usage, cost = usage + a.usage, cost + a.cost
-    return usage, cost
-
-
 class JobRun:
     def __init__(self, rt: Runtime, job: Job, job_try: int, parked: Tier | None, wire: Any = None) -> None:
         self.rt = rt
@@ -133,9 +128,7 @@ class JobRun:
         self.parked = parked
         self.today = dt.datetime.now(dt.UTC).date()
         self.attempts: list[Attempt] = []
-        self.cache_info: dict[str, Any] = {}
-        self._unshared: frozenset[str] | None = None
-        self._contents: dict[str, str] | None = None
+        self.planner = RequestPlanner(rt, job, self.batch, self.today)
 
     # ------------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -169,22 +162,20 @@ class JobRun:
             if self.parked is None and self.rt.gate.waiting(tier):
                 await self.park(tier)  # saturated (jobs of ours wait in its line): no need to plan first
             plan, ttl = await self.plan(tier)
-            leader = await self.warm_up(tier, plan, ttl)
-            try:
-                admission = await self.admit(tier, plan)
-            except BaseException:
-                await self._release_all(None, None, leader)  # a parked leader must not block followers
-                raise
             n = len(self.attempts) + 1
-            reservation = await self.reserve_budget(tier, plan, n, admission, leader)
-            try:
-                res, cost = await self.call(tier, plan, ttl)
-            except asyncio.CancelledError:
-                await self._release_all(admission, reservation, leader)
-                raise
-            except Exception as e:
-                fault = retry.classify(e)
-                await self._release_all(admission, reservation, leader)
+            writes = WriteBatch(self.rt.redis)
+            fault: retry.Fault | None = None
+            async with AttemptScope(self.rt) as scope:  # whatever ends the attempt gives back what it holds
+                scope.leader = await self.warm_up(tier, plan, ttl)
+                scope.admitted(await self.admit(tier, plan))
+                scope.reservation = await self.reserve_budget(tier, plan, n, scope)
+                try:
+                    res, cost = await self.call(tier, plan, ttl)
+                except Exception as e:
+                    fault = retry.classify(e)
+                else:
+                    await scope.settle_into(writes, res, cost, plan, ttl)
+            if fault is not None:
                 if fault.cooldown_tier:
                     await self.rt.gate.cooldown(
                         tier, 5.0 if fault.retry_after_s is None else fault.retry_after_s, fault.kind
@@ -197,7 +188,7 @@ class JobRun:
                     status="error",
                     error_type=fault.kind,
                     error=fault.message,
-                    wait_ms=int(admission.wait_ms),
+                    wait_ms=scope.wait_ms,
                     started_at=time.time(),
                 )
                 await self.save(attempt)
@@ -222,26 +213,7 @@ class JobRun:
                     tier, overloads = Tier(tier.next_up() or tier), 0
                     continue
                 return await self.finish_failed(route, fault.kind, action.message)
-            # --- a paid answer: free the slot, settle, mark the cache, save; one round trip ----------
-            writes = WriteBatch(self.rt.redis)
-            admission.release_usage_into(writes, res.usage)
-            if reservation is not None:
-                self.rt.budgets.settle_into(writes, reservation, cost.total_pusd)
-            used_cache = bool(res.usage.cache_write_tokens or res.usage.cache_read_tokens)
-            if ttl and plan.warm_hash and (used_cache or leader is not None):
-                # Leader or not: mirror the API's TTL refresh on every use of the prefix. A leader whose
-                # answer cached nothing (the API's real count or minimum differs from our estimate)
-                # marks it too: nothing is there to wait for, and handing the lead on would serialise
-                # every follower behind one full call each.
-                self.rt.warmer.mark_warm_into(
-                    writes,
-                    plan.warm_hash,
-                    cache.TTL_SECONDS[ttl],
-                    token=leader.token if leader else None,
-                    age_s=res.latency_ms / 1000.0,
-                )
-            elif leader is not None:
-                await self.rt.warmer.abandon(leader.prefix_hash, token=leader.token)
+            # --- a paid answer: its slot, budget and cache writes go with its record, one round trip ---
             failures = check_answer(
                 res.text, res.stop_reason, self.job.output, list(self.s.checks.get(self.job.task, []))
             )
@@ -251,7 +223,7 @@ class JobRun:
                 model=res.model,
                 status="check_failed" if failures else "ok",
                 latency_ms=res.latency_ms,
-                wait_ms=int(admission.wait_ms),
+                wait_ms=scope.wait_ms,
                 usage=res.usage,
                 cost=cost,
                 stop_reason=res.stop_reason,
@@ -282,87 +254,16 @@ class JobRun:
 
     # ------------------------------------------------------------------------------------------------
     async def plan(self, tier: Tier) -> tuple[cache.RequestPlan, cache.Ttl | None]:
-        model, spec = self.s.model_for(tier), self.s.spec_for(tier)
-        ttl: cache.Ttl | None = None
-        if self.s.caching:
-            ttl = "5m" if self.s.cache_ttl == "auto" else self.s.cache_ttl
-        unshared = await self.unshared_documents()
-        contents = await self.document_contents()
-        plan = cache.build_request(
-            self.job,
-            model,
-            spec,
-            ttl=ttl,
-            caching=self.s.caching,
-            unshared=unshared,
-            contents=contents,
-        )
-        if not plan.prefix_hashes:
-            ttl = None
-            self.cache_info = {"reason": plan.reason}  # why nothing is cached (e.g. below the minimum)
-        elif self.s.cache_ttl == "auto":
-            span_s, reuses = await self.expected_span(tier)
-            chosen, why = cache.choose_ttl(span_s, reuses, spec, self.today)
-            if chosen != ttl:
-                ttl = chosen
-                plan = cache.build_request(
-                    self.job, model, spec, ttl=chosen, caching=True, unshared=unshared, contents=contents
-                )
-            self.cache_info = {"ttl": ttl, "ttl_reason": why}
-        pdfs = [d for d in self.job.documents if d.mode is not None]
-        if pdfs:
-            # How each PDF is sent and why (native: page images, text: its text layer).
-            self.cache_info["pdf"] = [
-                {"name": d.name, "mode": d.mode, "pages": d.pages, "reason": d.mode_reason} for d in pdfs
-            ]
-        if plan.prefix_hashes:
-            self.cache_info.update(
-                {
-                    "breakpoints": plan.breakpoints,
-                    "prefix_tokens": plan.cached_prefix_tokens,
-                    "reason": plan.reason,
-                }
-            )
-        return plan, ttl
+        try:
+            return await self.planner.plan(tier)
+        except MissingDocument as e:
+            msg = f"document {e.name!r}: its stored content is gone from Redis (batch expired?)"
+            await self.finish_failed(None, "document_missing", msg)
+            raise Stopped() from None
 
-    async def unshared_documents(self) -> frozenset[str]:
-        """Documents no other job of the batch carries (per the producer's counts): not worth a write."""
-        if self._unshared is None:
-            docs = self.job.documents
-            if not (self.s.caching and docs):
-                self._unshared = frozenset()
-            else:
-                counts = await aw(
-                    self.rt.redis.hmget(self.rt.keys.batch_docs(self.batch), [d.content_key for d in docs])
-                )
-                # No count at all (enqueued by an older producer): assume shared, as before.
-                self._unshared = frozenset(
-                    d.content_key for d, n in zip(docs, counts, strict=True) if n is not None and int(n) <= 1
-                )
-        return self._unshared
-
-    async def document_contents(self) -> dict[str, str]:
-        """The job's stored document content, read once per run; gone from Redis fails the job."""
-        if self._contents is None:
-            try:
-                self._contents = await load_documents(
-                    self.rt.redis, self.rt.keys, self.batch, self.job.documents, self.rt.documents
-                )
-            except MissingDocument as e:
-                msg = f"document {e.name!r}: its stored content is gone from Redis (batch expired?)"
-                await self.finish_failed(None, "document_missing", msg)
-                raise Stopped() from None
-        return self._contents
-
-    async def expected_span(self, tier: Tier) -> tuple[float, int]:
-        """How long the rest of this batch will keep reusing a prefix: pending jobs over the tier's pace."""
-        async with self.rt.redis.pipeline(transaction=False) as p:
-            p.hget(self.rt.keys.batch_meta(self.batch), "enqueued")
-            p.scard(self.rt.keys.batch_done(self.batch))
-            enqueued, done = await p.execute()
-        pending = max(0, int(enqueued or 0) - int(done))
-        per_s = max(1.0, self.s.tier_limits(tier).concurrency / 2.0)  # assume ~2 s a call
-        return pending / per_s, pending
+    @property
+    def cache_info(self) -> dict[str, Any]:
+        return self.planner.cache_info
 
     async def warm_up(
         self, tier: Tier, plan: cache.RequestPlan, ttl: cache.Ttl | None
@@ -429,7 +330,7 @@ class JobRun:
         raise Parked()
 
     async def reserve_budget(
-        self, tier: Tier, plan: cache.RequestPlan, n: int, admission: Admission, leader: WarmDecision | None
+        self, tier: Tier, plan: cache.RequestPlan, n: int, scope: AttemptScope
     ) -> Reservation:
         """Reserve the call's worst case: concurrent jobs overspend a cap by at most their own bound."""
         spec = self.s.spec_for(tier)
@@ -444,7 +345,7 @@ class JobRun:
             got = await self.rt.budgets.reserve_if_capped(self.job.tags.tenant, self.batch, amount, token)
         if isinstance(got, Reservation):
             return got
-        await self._release_all(admission, None, leader)
+        await scope.release()
         if self.s.budget_action == "hold":
             raise Retry(defer=60)  # arq re-runs it later; raising a cap lets it through
         await self.finish_failed(None, "budget", got.reason)
@@ -484,16 +385,6 @@ class JobRun:
             )
         return res, cost
 
-    async def _release_all(
-        self, admission: Admission | None, reservation: Reservation | None, leader: WarmDecision | None
-    ) -> None:
-        if admission is not None:
-            await admission.release(0, 0, 0)
-        if reservation is not None:
-            await self.rt.budgets.release(reservation)
-        if leader is not None:
-            await self.rt.warmer.abandon(leader.prefix_hash, token=leader.token)
-
     async def save(
         self, attempt: Attempt, answer: dict[str, Any] | None = None, writes: WriteBatch | None = None
     ) -> None:
@@ -506,30 +397,14 @@ class JobRun:
 
     # ------------------------------------------------------------------------------------------------
     def _result(self, route: RouteRecord | None, status: JobStatus, **kw: Any) -> JobResult:
-        usage, cost = _total(self.attempts)
-        top = self.s.spec_for(TOP_TIER)
-        baseline = pricing.baseline_cost(top, usage, self.today)
-        uncached = sum(
-            pricing.uncached_cost(self.s.spec_for(a.tier), a.usage, self.today) for a in self.attempts
-        )
-        return JobResult(
-            job_id=self.job_id,
-            id=self.job.id,
-            source=self.job.source or self.job.document_source,
-            labels=self.job.tags.labels,
-            batch=self.batch,
-            tenant=self.job.tags.tenant,
-            task=self.job.task.value,
-            status=status,
-            usage=usage,
-            cost=cost,
-            baseline_cost_pusd=baseline,
-            uncached_cost_pusd=uncached,
+        return build_result(
+            self.s,
+            self.job,
+            self.attempts,
+            status,
             route=route,
-            cache=self.cache_info,
-            attempts=self.attempts,
-            finished_at=time.time(),
-            latency_ms=sum(a.latency_ms for a in self.attempts),
+            cache_info=self.cache_info,
+            today=self.today,
             **kw,
         )
 
@@ -569,13 +444,7 @@ class JobRun:
             tier=last.tier if last else (route.tier if route else None),
             model=last.model if last else None,
         )
-        cause = {
-            "error_type": kind,
-            "error": message,
-            "attempts": len(self.attempts),
-            "at": time.time(),
-            "job": self.job.model_dump(mode="json", by_alias=True, exclude={"trace_context"}),
-        }
+        cause = dead_letter(self.job, kind, message, len(self.attempts))
         if await self.rt.store.record(result, dead_cause=cause):
             self.rt.metrics.observe_result(result)
         return "failed"
