@@ -280,12 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     from worker.budget_cli import add_budget_commands
+    from worker.check_cli import add_check_commands
     from worker.limits_cli import add_limits_commands
     from worker.router_cli import add_router_commands
 
     add_limits_commands(sub)
     add_router_commands(sub)
     add_budget_commands(sub)
+    add_check_commands(sub)
     return p
 
 
