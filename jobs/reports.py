@@ -110,6 +110,12 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
         "cost_pusd": cost,
         "baseline_pusd": baseline,
         "tiers": tiers,
+        "escalated": agg.get("escalated", 0),
+        "escalated_why": {
+            k.removeprefix("escalated:why:"): v
+            for k, v in sorted(agg.items())
+            if k.startswith("escalated:why:")
+        },
     }
 
 
@@ -137,6 +143,9 @@ def render_report(rep: dict[str, Any]) -> str:
                 f"{r['cache_write_tokens']:>11}{r['cache_read_tokens']:>11}{r['cost_usd']:>13.6f}"
             )
     lines.append("-" * len(hdr))
+    if rep.get("escalated"):
+        why = ", ".join(f"{k} {v}" for k, v in sorted(rep["escalated_why"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"{'escalated':<30}{rep['escalated']} jobs (why: {why})")
     lines.append(f"{'total cost':<30}${rep['cost_usd']:.6f}")
     lines.append(f"{'all on ' + Tier.opus.value + ', no caching':<30}${rep['baseline_cost_usd']:.6f}")
     lines.append(

@@ -39,6 +39,8 @@ class Runtime:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     owner: str = field(default_factory=owner_id)
     rng: random.Random = field(default_factory=random.Random)
+    # Calibrated cascade thresholds, task -> tier -> score (refreshed from Redis); empty: settings'.
+    cascade_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def keys(self) -> Keys:

@@ -119,6 +119,18 @@ def set_route(span: Span, record: RouteRecord) -> None:
     if record.learned_score is not None:
         span.set_attribute("routeq.route.learned_score", record.learned_score)
     span.set_attribute("routeq.route.reason", record.reason)
+    span.set_attribute("routeq.route.strategy", record.strategy)
+
+
+def record_check(score: float, signal: str | None, action: str) -> None:
+    """The answer check on the job's attempt span: its score, strongest signal and what it decided.
+
+    Reasons stay out of traces: they quote numbers of the prompt and the answer.
+    """
+    span = get_current_span()
+    span.set_attribute("routeq.check.score", round(score, 4))
+    span.set_attribute("routeq.check.signal", signal or "none")
+    span.set_attribute("routeq.check.action", action)
 
 
 @contextmanager

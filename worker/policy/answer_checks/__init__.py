@@ -19,6 +19,7 @@ from worker.policy.answer_checks.score import (
     Signals,
     combine,
     shipped_coefficients,
+    strongest,
 )
 
 __all__ = ["CheckScore", "Coefficients", "family_of", "score_answer", "signals_for"]
@@ -88,7 +89,9 @@ def score_answer(
     fmt = output or OutputFormat()
     failed = check_answer(answer, stop_reason, fmt, list(enabled))
     if failed:
-        return CheckScore(1.0, [f"failed check: {name}" for name in failed])
+        return CheckScore(
+            1.0, [f"failed check: {name}" for name in failed], tuple(failed), f"check:{failed[0]}"
+        )
     family = family_of(task)
     if family is None:
         return CheckScore(0.0, [])
@@ -96,4 +99,4 @@ def score_answer(
     coefs = (coefficients or shipped_coefficients()).get(family)
     if coefs is None:
         return CheckScore(0.0, reasons)
-    return CheckScore(combine(sig, coefs), reasons)
+    return CheckScore(combine(sig, coefs), reasons, top_signal=strongest(sig, coefs))

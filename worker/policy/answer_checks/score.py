@@ -19,6 +19,8 @@ class CheckScore:
 
     score: float
     reasons: list[str] = field(default_factory=list)
+    failed: tuple[str, ...] = ()  # hard checks that failed (then score is 1)
+    top_signal: str | None = None  # the signal that added most to the score, or "check:<name>"
 
     def as_dict(self) -> dict[str, Any]:
         return {"score": round(self.score, 4), "reasons": list(self.reasons)}
@@ -47,6 +49,16 @@ def sigmoid(z: float) -> float:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
     return e / (1.0 + e)
+
+
+def strongest(signals: Signals, coefs: Coefficients) -> str | None:
+    """The signal whose weighted value adds most to the score (None when none adds anything)."""
+    best, top = 0.0, None
+    for name, value in signals.items():
+        part = coefs.weights.get(name, 0.0) * value
+        if part > best:
+            best, top = part, name
+    return top
 
 
 def combine(signals: Signals, coefs: Coefficients) -> float:
