@@ -21,7 +21,7 @@ from jobs.keys import JOB_FUNCTION
 from jobs.serialization import deserialize, serialize
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER
-from worker import metrics
+from worker import calibration_store, metrics
 from worker.budget import Budgets
 from worker.cache import CacheWarmer
 from worker.limits import TierGate
@@ -137,6 +137,7 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
         rt.metrics.watch_queues(settings.redis_url or "", settings.keys)
         server = metrics.start_metrics_server(port, rt.metrics.registry, health)
     beat = asyncio.ensure_future(metrics.heartbeat(health))
+    calibration = asyncio.ensure_future(calibration_store.refresh_forever(rt.redis, settings.keys, rt))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -171,6 +172,7 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
         await asyncio.gather(*mains, return_exceptions=True)
     finally:
         beat.cancel()
+        calibration.cancel()
         if watcher:
             watcher.cancel()
         for w in workers:

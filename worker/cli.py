@@ -190,6 +190,9 @@ async def _quality(redis: Any, settings: Settings, args: argparse.Namespace) -> 
     from worker.quality import quality_report
 
     rep = await quality_report(redis, settings.keys)
+    from worker.check_cli import quality_by_task
+
+    rep["tasks"] = await quality_by_task(redis, settings)
     if args.json:
         print(orjson.dumps(rep).decode())
     else:

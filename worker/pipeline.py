@@ -313,6 +313,7 @@ class JobRun:
             output=self.job.output,
             stop_reason=stop_reason,
             enabled=list(self.s.checks.get(self.job.task, [])),
+            coefficients=self.rt.check_coefficients.get(self.job.task.value),
         )
 
     def threshold(self, tier: Tier) -> float:

@@ -8,6 +8,9 @@ from typing import Any
 
 from worker.policy.answer_checks.score import Signals
 
+EXTRACTION_SIGNALS = ("ungrounded_share", "missing_required")
+CLASSIFICATION_SIGNALS = ("label_outside", "several_labels")
+QA_SIGNALS = ("unfound_quote_share",)
 _QUOTE = re.compile(r"\"([^\"]{12,400})\"|“([^”]{12,400})”")
 _SPACE = re.compile(r"\s+")
 
