@@ -266,7 +266,7 @@ class JobRun:
                 max_escalations=self.s.max_escalations,
                 escalation=self.s.escalation,
             )
-            tracing.record_check(check.score, check.top_signal, decision.action)
+            tracing.record_check(check.score, check.top_signal, decision.action, tier.value)
             failures = check.failed
             status: AttemptStatus = (
                 "check_failed" if failures else "escalated" if decision.action == "escalate" else "ok"

@@ -122,15 +122,19 @@ def set_route(span: Span, record: RouteRecord) -> None:
     span.set_attribute("routeq.route.strategy", record.strategy)
 
 
-def record_check(score: float, signal: str | None, action: str) -> None:
+def record_check(score: float, signal: str | None, action: str, tier: str) -> None:
     """The answer check on the job's attempt span: its score, strongest signal and what it decided.
 
     Reasons stay out of traces: they quote numbers of the prompt and the answer.
     """
     span = get_current_span()
-    span.set_attribute("routeq.check.score", round(score, 4))
-    span.set_attribute("routeq.check.signal", signal or "none")
-    span.set_attribute("routeq.check.action", action)
+    attrs: dict[str, str | float] = {
+        "routeq.check.score": round(score, 4),
+        "routeq.check.signal": signal or "none",
+        "routeq.check.action": action,
+    }
+    span.add_event("routeq.check", {**attrs, "routeq.tier": tier})  # one per paid answer
+    span.set_attributes(attrs)  # the last answer's check, for filtering spans
 
 
 @contextmanager
