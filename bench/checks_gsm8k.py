@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from jobs.settings import Settings  # noqa: E402
+from jobs.tiers import Tier  # noqa: E402
 from worker import router_eval as ev  # noqa: E402
 from worker.policy.answer_checks import maths, score_answer  # noqa: E402
 from worker.policy.answer_checks.fit import fit_logistic  # noqa: E402
@@ -38,6 +40,7 @@ from worker.policy.answer_checks.score import Signals, combine, shipped_coeffici
 DATA = ROOT.parent / "shared" / "data" / "gsm8k-cascade-dev" / "gsm8k_dev.csv"
 COEFS = ROOT / "worker" / "policy" / "answer_checks" / "data" / "coefficients.json"
 PRICE_RATIO = 0.2  # cheap / strong
+SHIPPED_THRESHOLD = Settings(_env_file=None).cascade_thresholds[Tier.haiku]  # type: ignore[call-arg]
 
 
 def neutral(text: str) -> str:
@@ -74,12 +77,27 @@ def out_of_fold(feats: list[Signals], fails: list[bool], folds: int, seed: int) 
     return out
 
 
+def at_threshold(scores: list[float], weak: list[bool], strong: list[bool], t: float) -> dict[str, float]:
+    """The cascade at a fixed threshold: share escalated and kept quality as a share of strong's."""
+    up = [x >= t for x in scores]
+    kept = sum(s if u else w for u, w, s in zip(up, weak, strong, strict=True))
+    return {"escalated_share": sum(up) / len(up), "quality_ratio": kept / sum(strong)}
+
+
 def held_out(feats: list[Signals], weak: list[bool], strong: list[bool], a: Any) -> dict[str, Any]:
-    runs = [
-        evaluate(out_of_fold(feats, [not w for w in weak], a.folds, s), weak, strong) for s in range(a.seeds)
-    ]
+    runs, fixed = [], []
+    for seed in range(a.seeds):
+        scores = out_of_fold(feats, [not w for w in weak], a.folds, seed)
+        runs.append(evaluate(scores, weak, strong))
+        fixed.append(at_threshold(scores, weak, strong, SHIPPED_THRESHOLD))
     mean = {k: round(statistics.mean(r[k] for r in runs), 4) for k in runs[0]}
-    return {**mean, "apgr_per_seed": [r["apgr"] for r in runs], "apgr_min": min(r["apgr"] for r in runs)}
+    at_shipped = {k: round(statistics.mean(f[k] for f in fixed), 4) for k in fixed[0]}
+    return {
+        **mean,
+        "apgr_per_seed": [r["apgr"] for r in runs],
+        "apgr_min": min(r["apgr"] for r in runs),
+        f"at_shipped_threshold_{SHIPPED_THRESHOLD}": at_shipped,
+    }
 
 
 def main() -> None:
