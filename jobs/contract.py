@@ -181,6 +181,9 @@ class Constraints(_Strict):
     min_tier: Tier | None = None
     max_tier: Tier | None = None
     tier: Tier | None = Field(default=None, description="pin the job to this tier")
+    # "route": the router picks the tier; "cascade": start at the cheapest allowed tier and escalate
+    # only answers whose check score reaches the tier's threshold. None: the task's default (settings).
+    strategy: Literal["route", "cascade"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Constraints:

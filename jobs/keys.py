@@ -179,5 +179,10 @@ class Keys:
         return f"{self.prefix}:quality:labels"
 
     @property
+    def calibration(self) -> str:
+        """Hash task -> JSON of its calibrated cascade (thresholds per tier, signal weights)."""
+        return f"{self.prefix}:quality:calibration"
+
+    @property
     def shadow_queue(self) -> str:
         return f"{self.prefix}:queue:shadow"

@@ -149,6 +149,12 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
         "total_cost_pusd": total,
         "baseline_pusd": baseline,
         "tiers": tiers,
+        "escalated": agg.get("escalated", 0),
+        "escalated_why": {
+            k.removeprefix("escalated:why:"): v
+            for k, v in sorted(agg.items())
+            if k.startswith("escalated:why:")
+        },
     }
 
 
@@ -176,6 +182,9 @@ def render_report(rep: dict[str, Any]) -> str:
                 f"{r['cache_write_tokens']:>11}{r['cache_read_tokens']:>11}{r['cost_usd']:>13.6f}"
             )
     lines.append("-" * len(hdr))
+    if rep.get("escalated"):
+        why = ", ".join(f"{k} {v}" for k, v in sorted(rep["escalated_why"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"{'escalated':<30}{rep['escalated']} jobs (why: {why})")
     if rep.get("shadow_cost_pusd"):
         lines.append(f"{'jobs cost':<30}${rep['cost_usd']:.6f}")
         lines.append(f"{'shadow quality checks':<30}${rep['shadow_cost_usd']:.6f}")

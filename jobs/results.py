@@ -82,9 +82,11 @@ class RouteRecord(BaseModel):
     reason: str
     signals: dict[str, Any] = Field(default_factory=dict)
     bounds: tuple[Tier, Tier] = (Tier.haiku, Tier.opus)
+    strategy: Literal["route", "cascade"] = "route"
 
 
-AttemptStatus = Literal["ok", "error", "check_failed", "shadow"]
+# "escalated": a paid answer a cascade discarded because its check score reached the tier's threshold.
+AttemptStatus = Literal["ok", "error", "check_failed", "escalated", "shadow"]
 
 
 class Attempt(BaseModel):
@@ -104,6 +106,9 @@ class Attempt(BaseModel):
     error: str | None = None
     request_id: str | None = None
     started_at: float = 0.0
+    check_score: float | None = None  # answer check score in [0, 1]; 1 = a hard check failed
+    check_reasons: list[str] = Field(default_factory=list)
+    check_signal: str | None = None  # the signal that weighed most in the score (why it escalated)
 
 
 JobStatus = Literal["done", "failed"]
@@ -206,6 +211,12 @@ def aggregate_increments(r: JobResult) -> dict[str, int]:
         "uncached_pusd": r.uncached_cost_pusd,
         "attempts": len(r.attempts),
     }
+    ups = [a for a in r.attempts if a.status in ("escalated", "check_failed")]
+    if ups:
+        inc["escalated"] = 1
+        for a in ups:
+            why = f"escalated:why:{a.check_signal or a.error_type or 'unknown'}"
+            inc[why] = inc.get(why, 0) + 1
     # Per-tier rows are attributed by each attempt's tier, so escalations bill where they ran.
     for a in r.attempts:
         t = a.tier.value

@@ -169,6 +169,12 @@ def test_one_trace_from_enqueue_to_model_call(
         assert a["attributes"]["routeq.batch"] == "traced"
         assert a["attributes"]["routeq.tenant"] == "acme"
         assert a["attributes"]["messaging.system"] == "arq"
+        # each paid answer's check is an event on its attempt span: score, strongest signal, decision
+        checks = [e for e in a["events"] if e["name"] == "routeq.check"]
+        assert all(0.0 <= e["attributes"]["routeq.check.score"] <= 1.0 for e in checks)
+        assert all(e["attributes"]["routeq.check.action"] in ("keep", "escalate", "fail") for e in checks)
+        if checks:
+            assert a["attributes"]["routeq.check.action"] == checks[-1]["attributes"]["routeq.check.action"]
 
     # route: a child of an attempt, with the decision.
     routes = by_name(spans, "route")
@@ -193,6 +199,14 @@ def test_one_trace_from_enqueue_to_model_call(
             key=lambda c: c["start_ns"],
         )
         assert len(mine) == len(res.attempts), job_id
+        events = [
+            e
+            for a in attempts.values()
+            if a["attributes"]["routeq.job_id"] == job_id
+            for e in a["events"]
+            if e["name"] == "routeq.check"
+        ]
+        assert len(events) == sum(1 for att in res.attempts if att.check_score is not None), job_id
         for c, att in zip(mine, res.attempts, strict=True):
             attrs, u = c["attributes"], att.usage
             assert c["name"] == f"chat {att.model}"
@@ -227,7 +241,8 @@ def test_one_trace_from_enqueue_to_model_call(
     for res in recorded.values():
         if res.output and len(res.output) >= 20:
             assert_absent(res.output, everything)
-    assert not [e for sp in spans for e in sp["events"]]
+    # content events are off; the only events are answer checks (scores and signal names, no text)
+    assert not [e for sp in spans for e in sp["events"] if e["name"] != "routeq.check"]
 
 
 def test_demo_with_otel_env_and_trace_content(otlp_receiver: OtlpReceiver, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from jobs.keys import JOB_FUNCTION
 from jobs.serialization import deserialize, serialize
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER
-from worker import logsafe, metrics
+from worker import calibration_store, logsafe, metrics
 from worker.budget import Budgets
 from worker.cache import CacheWarmer
 from worker.limits import TierGate
@@ -150,6 +150,7 @@ async def run(
         from worker.web.app import make_app, start_site
 
         ui = await start_site(make_app(rt.redis, settings, ui_auth), "127.0.0.1", ui_port)
+    calibration = asyncio.ensure_future(calibration_store.refresh_forever(rt.redis, settings.keys, rt))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -184,6 +185,7 @@ async def run(
         await asyncio.gather(*mains, return_exceptions=True)
     finally:
         beat.cancel()
+        calibration.cancel()
         if watcher:
             watcher.cancel()
         for w in workers:

@@ -221,6 +221,9 @@ async def _quality(redis: Any, settings: Settings, args: argparse.Namespace) -> 
     from worker.quality import quality_report, render_quality
 
     rep = await quality_report(redis, settings.keys)
+    from worker.check_cli import quality_by_task
+
+    rep["tasks"] = await quality_by_task(redis, settings)
     print(orjson.dumps(rep).decode() if args.json else render_quality(rep))
     return 0
 
@@ -323,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo)
 
     from worker.budget_cli import add_budget_commands
+    from worker.check_cli import add_check_commands
     from worker.limits_cli import add_limits_commands
     from worker.router_cli import add_router_commands
 
@@ -332,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.web.app import add_ui_command
 
     add_ui_command(sub)
+    add_check_commands(sub)
     return p
 
 

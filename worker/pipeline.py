@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from jobs.contract import Job
 from jobs.documents.store import MissingDocument
 from jobs.keys import JOB_FUNCTION
-from jobs.results import Attempt, Cost, JobResult, JobStatus, RouteRecord
+from jobs.results import Attempt, AttemptStatus, Cost, JobResult, JobStatus, RouteRecord
 from jobs.serialization import CORRUPT_MARK, queue_arq_job
 from jobs.sources import explain
 from jobs.tiers import TOP_TIER, Tier
@@ -31,12 +31,14 @@ from worker import cache, pricing, retry, router, tracing
 from worker.attempt import AttemptScope
 from worker.budget import Reservation, token_for
 from worker.cache import WarmDecision
-from worker.checks import NotJSON, check_answer, parse_json_output
+from worker.checks import NotJSON, parse_json_output
 from worker.limits import Admission, AdmissionTimeout, Refusal
 from worker.llm import CallResult, call
 from worker.logsafe import exception_summary
 from worker.outcome import build_result, dead_letter
 from worker.planning import RequestPlanner
+from worker.policy import cascade
+from worker.policy.answer_checks import CheckScore, score_answer
 from worker.runtime import Runtime
 from worker.scripts import WriteBatch
 from worker.shadow import maybe_shadow
@@ -129,6 +131,7 @@ class JobRun:
         self.today = dt.datetime.now(dt.UTC).date()
         self.attempts: list[Attempt] = []
         self.planner = RequestPlanner(rt, job, self.batch, self.today)
+        self.strategy = self.s.strategy_for(job.task, job.constraints.strategy)
 
     # ------------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -142,6 +145,8 @@ class JobRun:
             answer = paid[last.n]
             return await self.finish_done(route, last, answer["text"], answer.get("stop_reason"))
         tier = self.parked or (last.tier if last is not None else route.tier)
+        if self.parked is None and last is not None and last.status == "escalated":
+            tier = Tier(last.tier.next_up() or last.tier)  # the discarded answer is paid; go on up
         return await self.loop(route, tier)
 
     def route(self) -> RouteRecord:
@@ -150,12 +155,22 @@ class JobRun:
             if self.rt.scorer is not None and self.s.learned_router:
                 learned = round(self.rt.scorer.score(self.job.prompt + "\n" + (self.job.system or "")), 4)
             rec = router.decide(self.job, learned, self.rt.thresholds)
+            self.strategy = self.s.strategy_for(self.job.task, self.job.constraints.strategy)
+            if self.strategy == "cascade":
+                low = self.job.constraints.low
+                rec = rec.model_copy(
+                    update={
+                        "tier": low,
+                        "strategy": "cascade",
+                        "reason": f"cascade: starts at {low.value}, the cheapest allowed tier",
+                    }
+                )
             tracing.set_route(span, rec)
         return rec
 
     async def loop(self, route: RouteRecord, tier: Tier) -> str:
         ceiling = self.job.constraints.high
-        escalations = sum(1 for a in self.attempts if a.status == "check_failed")
+        escalations = sum(1 for a in self.attempts if a.status in ("check_failed", "escalated"))
         overloads = 0
         errors = sum(1 for a in self.attempts if a.status == "error")
         while True:
@@ -214,14 +229,27 @@ class JobRun:
                     continue
                 return await self.finish_failed(route, fault.kind, action.message)
             # --- a paid answer: its slot, budget and cache writes go with its record, one round trip ---
-            failures = check_answer(
-                res.text, res.stop_reason, self.job.output, list(self.s.checks.get(self.job.task, []))
+            check = self.check(res.text, res.stop_reason)
+            decision = cascade.decide(
+                strategy=self.strategy,
+                check=check,
+                tier=tier,
+                ceiling=ceiling,
+                threshold=self.threshold(tier),
+                escalations=escalations,
+                max_escalations=self.s.max_escalations,
+                escalation=self.s.escalation,
+            )
+            tracing.record_check(check.score, check.top_signal, decision.action, tier.value)
+            failures = check.failed
+            status: AttemptStatus = (
+                "check_failed" if failures else "escalated" if decision.action == "escalate" else "ok"
             )
             attempt = Attempt(
                 n=n,
                 tier=tier,
                 model=res.model,
-                status="check_failed" if failures else "ok",
+                status=status,
                 latency_ms=res.latency_ms,
                 wait_ms=scope.wait_ms,
                 usage=res.usage,
@@ -231,18 +259,16 @@ class JobRun:
                 started_at=time.time(),
                 error=f"answer failed checks: {', '.join(failures)}" if failures else None,
                 error_type="check_failed" if failures else None,
+                check_score=round(check.score, 4),
+                check_reasons=check.reasons,
+                check_signal=check.top_signal,
             )
             await self.save(attempt, {"text": res.text, "stop_reason": res.stop_reason}, writes)
-            if (
-                failures
-                and self.s.escalation
-                and tier.rank < ceiling.rank
-                and escalations < self.s.max_escalations
-            ):
+            if decision.action == "escalate":
                 escalations += 1
                 tier = Tier(tier.next_up() or tier)
                 continue
-            if failures:
+            if decision.action == "fail":
                 return await self.finish_failed(
                     route,
                     "check_failed",
@@ -251,6 +277,23 @@ class JobRun:
                     stop_reason=res.stop_reason,
                 )
             return await self.finish_done(route, attempt, res.text, res.stop_reason)
+
+    def check(self, text: str | None, stop_reason: str | None) -> CheckScore:
+        return score_answer(
+            self.job.task.value,
+            self.job.prompt,
+            text,
+            documents=self.planner.document_texts(),
+            output=self.job.output,
+            stop_reason=stop_reason,
+            enabled=list(self.s.checks.get(self.job.task, [])),
+            coefficients=self.rt.check_coefficients.get(self.job.task.value),
+        )
+
+    def threshold(self, tier: Tier) -> float:
+        """The score at or above which this tier's answer escalates: calibrated, else the settings'."""
+        calibrated = self.rt.cascade_thresholds.get(self.job.task.value, {})
+        return calibrated.get(tier.value, self.s.cascade_thresholds.get(tier, 1.0))
 
     # ------------------------------------------------------------------------------------------------
     async def plan(self, tier: Tier) -> tuple[cache.RequestPlan, cache.Ttl | None]:

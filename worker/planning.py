@@ -96,6 +96,18 @@ class RequestPlanner:
             )
         return self._contents
 
+    def document_texts(self) -> list[str]:
+        """The text of the job's documents as sent (answer checks ground extractions and quotes in it);
+        a PDF sent natively has no text here."""
+        contents = self._contents or {}
+        texts: list[str] = []
+        for d in self.job.documents:
+            if d.text is not None:
+                texts.append(d.text)
+            elif d.ref is not None and d.media_type != "application/pdf" and d.ref in contents:
+                texts.append(contents[d.ref])
+        return texts
+
     async def expected_span(self, tier: Tier) -> tuple[float, int]:
         """How long the rest of this batch will keep reusing a prefix: pending jobs over the tier's pace."""
         async with self.rt.redis.pipeline(transaction=False) as p:

@@ -173,8 +173,11 @@ async def quality_report(redis: Redis, keys: Keys) -> dict[str, Any]:
 
 def render_quality(rep: dict[str, Any]) -> str:
     """`routeq quality` as a table: agreement of each task and tier with the top tier's answers."""
+    tasks = _render_tasks(rep.get("tasks") or {})
     if not rep["by"]:
-        return "no shadow comparisons yet (set ROUTEQ_SHADOW_RATE on the workers to sample some)"
+        return "\n".join(
+            ["no shadow comparisons yet (set ROUTEQ_SHADOW_RATE on the workers to sample some)", *tasks]
+        )
     hdr = f"{'task':<12}{'tier':<8}{'agree':>7}{'total':>7}{'rate':>8}"
     lines = [hdr, "-" * len(hdr)]
     for name, e in rep["by"].items():
@@ -184,7 +187,25 @@ def render_quality(rep: dict[str, Any]) -> str:
     lines.append("-" * len(hdr))
     lines.append(f"{'all':<20}{o['agree']:>7}{o['total']:>7}{o['rate']:>8.1%}")
     lines.append(f"shadow spend ${rep['shadow_cost_usd']:.6f}; {rep['labels']} labelled prompts kept")
-    return "\n".join(lines)
+    return "\n".join(lines + tasks)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _render_tasks(tasks: dict[str, Any]) -> list[str]:
+    """The cascade's calibration per task: labels, held-out kept quality vs target, escalation rate."""
+    if not tasks:
+        return []
+    hdr = f"{'task':<12}{'labels':>7}{'quality':>9}{'target':>8}{'escalated':>11}  thresholds"
+    lines = ["", hdr, "-" * len(hdr)]
+    for task, t in tasks.items():
+        lines.append(
+            f"{task:<12}{t['labels']:>7}{_pct(t['kept_quality_held_out']):>9}{_pct(t['target']):>8}"
+            f"{_pct(t['escalation_rate_held_out']):>11}  {t['note']}"
+        )
+    return lines
 
 
 def label_row(label: dict[str, Any]) -> dict[str, str] | None:

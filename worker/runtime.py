@@ -17,6 +17,7 @@ from worker.budget import Budgets
 from worker.cache import CacheWarmer
 from worker.limits import TierGate
 from worker.metrics import WorkerMetrics
+from worker.policy.answer_checks.score import Coefficients
 from worker.router import Thresholds
 from worker.scorer import Scorer
 from worker.store import Store
@@ -41,6 +42,10 @@ class Runtime:
     owner: str = field(default_factory=owner_id)
     rng: random.Random = field(default_factory=random.Random)
     documents: ContentCache = field(default_factory=ContentCache)
+    # Calibrated cascade thresholds, task -> tier -> score (refreshed from Redis); empty: settings'.
+    cascade_thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Calibrated signal weights, task -> {family: coefficients}; a task absent uses the shipped ones.
+    check_coefficients: dict[str, dict[str, Coefficients]] = field(default_factory=dict)
 
     @property
     def keys(self) -> Keys:

@@ -25,6 +25,7 @@ from jobs.tiers import TOP_TIER, Tier
 from worker import cache, pricing, quality
 from worker.limits import Admission, Refusal
 from worker.llm import call
+from worker.policy.answer_checks import signals_for
 from worker.runtime import Runtime
 
 log = logging.getLogger("routeq.shadow")
@@ -132,12 +133,20 @@ async def shadow_job(ctx: dict[str, Any], payload: Any, cheap_tier: str, cheap_a
         if graded is None:
             return "skipped"
         verdict, how = quality.parse_grade(graded[0]), "graded"
+    # The cheap answer's check signals (numbers only) make the label usable for calibration.
+    signals, _ = signals_for(
+        job.task.value,
+        job.prompt,
+        cheap_answer,
+        [d.text for d in job.documents if d.text is not None],
+        job.output,
+    )
     await quality.record_comparison(
         rt.redis,
         rt.keys,
         job.task,
         cheap_tier,
         verdict,
-        {"prompt": job.prompt, "job_id": job.job_id, "how": how},
+        {"prompt": job.prompt, "job_id": job.job_id, "how": how, "check_signals": signals},
     )
     return "agree" if verdict else "disagree"

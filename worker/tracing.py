@@ -118,6 +118,22 @@ def set_route(span: Span, record: RouteRecord) -> None:
     if record.learned_score is not None:
         span.set_attribute("routeq.route.learned_score", record.learned_score)
     span.set_attribute("routeq.route.reason", record.reason)
+    span.set_attribute("routeq.route.strategy", record.strategy)
+
+
+def record_check(score: float, signal: str | None, action: str, tier: str) -> None:
+    """The answer check on the job's attempt span: its score, strongest signal and what it decided.
+
+    Reasons stay out of traces: they quote numbers of the prompt and the answer.
+    """
+    span = get_current_span()
+    attrs: dict[str, str | float] = {
+        "routeq.check.score": round(score, 4),
+        "routeq.check.signal": signal or "none",
+        "routeq.check.action": action,
+    }
+    span.add_event("routeq.check", {**attrs, "routeq.tier": tier})  # one per paid answer
+    span.set_attributes(attrs)  # the last answer's check, for filtering spans
 
 
 @contextmanager

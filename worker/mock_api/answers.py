@@ -150,7 +150,12 @@ def _cut(text: str, tokens: int) -> str:
     return text[: tokens * CHARS_PER_TOKEN]
 
 
-def make_answer(req: ParsedRequest, markers: frozenset[str]) -> Answer:
+def make_answer(req: ParsedRequest, markers: frozenset[str], replayed: str | None = None) -> Answer:
+    """The answer to ``req``; ``replayed`` (a recorded answer for this prompt and model) wins."""
+    if replayed is not None:
+        if count_text(replayed) > req.max_tokens:
+            return Answer(_cut(replayed, req.max_tokens), "max_tokens", req.max_tokens)
+        return Answer(replayed, "end_turn", max(1, count_text(replayed)))
     if "refuse" in markers:
         return Answer(REFUSAL_TEXT, "refusal", count_text(REFUSAL_TEXT))
     if "empty" in markers:

@@ -11,6 +11,7 @@ from pathlib import Path
 from worker import eventloop
 from worker.mock_api.config import MockConfig, load_config_file
 from worker.mock_api.faults import DEFAULT_SLOW_MS, FaultPlan
+from worker.mock_api.replay import load_replay
 from worker.mock_api.server import start_server
 
 
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow-ms", type=float, default=DEFAULT_SLOW_MS, help="latency spike of 'slow'")
     parser.add_argument("--seed", type=int, default=None, help="seed for fault draws (reproducible runs)")
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty)")
+    parser.add_argument(
+        "--replay", type=Path, default=None, help='JSONL of {"prompt", "answers": {tier or model: text}}'
+    )
     parser.add_argument("--hang-s", type=float, default=600.0, help="longest hang of a 'timeout' fault")
 
 
@@ -44,6 +48,8 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         cfg.seed = args.seed
     cfg.api_key = args.api_key
     cfg.hang_s = args.hang_s
+    if args.replay is not None:
+        cfg.replay = load_replay(args.replay)
     return cfg
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import orjson
 
 from worker.mock_api.faults import FaultPlan
+from worker.mock_api.replay import ReplayBook
 
 Clock = Callable[[], float]
 _T = TypeVar("_T")
@@ -69,6 +70,8 @@ class MockConfig:
     retry_after_s: int = 1
     # Monotonic seconds; tests inject a fake one to expire cache entries and refill buckets.
     clock: Clock = time.monotonic
+    # Recorded answers to replay (``--replay``); None: synthetic answers only.
+    replay: ReplayBook | None = None
 
     def resolve(self, model: str) -> ModelSpec | None:
         over = self.models.get(model)

@@ -160,7 +160,8 @@ class Handlers:
                 s.stats.faults[fault] += 1
                 return await self._fault(request, fault, ms, limiter, rid)
 
-            answer = make_answer(req, markers)
+            book = s.config.replay
+            answer = make_answer(req, markers, book.lookup(req.last_user_text, req.model) if book else None)
             plan = s.cache.plan(req.model, req.breakpoints, spec.min_cache_tokens)
             ttft_ms = spec.latency_ms + s.faults.extra_latency_ms(req.model)
             if ttft_ms > 0:
