@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slow-ms", type=float, default=DEFAULT_SLOW_MS, help="latency spike of 'slow'")
     parser.add_argument("--seed", type=int, default=None, help="seed for fault draws (reproducible runs)")
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty)")
+    parser.add_argument(
+        "--batch-latency-s", type=float, default=None, help="Message Batches: seconds from create to ended"
+    )
     parser.add_argument("--hang-s", type=float, default=600.0, help="longest hang of a 'timeout' fault")
 
 
@@ -44,6 +47,8 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         cfg.seed = args.seed
     cfg.api_key = args.api_key
     cfg.hang_s = args.hang_s
+    if args.batch_latency_s is not None:
+        cfg.batch_latency_s = args.batch_latency_s
     return cfg
 
 

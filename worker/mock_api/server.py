@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from worker.mock_api.answers import active_markers, make_answer
+from worker.mock_api.batches import add_batch_routes
 from worker.mock_api.caching import PromptCache
 from worker.mock_api.config import MockConfig, ModelSpec
 from worker.mock_api.errors import ApiError, invalid
@@ -282,6 +283,7 @@ def build_app(state: MockState) -> web.Application:
     r.add_post("/_reset", h.reset)
     r.add_get("/_faults", h.get_faults)
     r.add_post("/_faults", h.set_faults)
+    add_batch_routes(app, state)
     r.add_route("*", "/{tail:.*}", h.not_found)
     return app
 
