@@ -91,6 +91,8 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
         agg.get("baseline_pusd", 0),
         agg.get("uncached_pusd", 0),
     )
+    # What the same calls cost at standard rates; the gap to ``cost`` is the Message Batches discount.
+    standard = agg.get("standard_pusd", cost)
     prompt_in = sum(
         agg.get(f"tier:{t.value}:{k}", 0) for t in TIER_ORDER for k in TOKEN_KINDS if k != "output_tokens"
     )
@@ -105,10 +107,12 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
         "baseline_cost_usd": usd_float(baseline),
         "savings_pct": round(100.0 * (baseline - cost) / baseline, 2) if baseline else 0.0,
         "routing_savings_usd": usd_float(baseline - uncached),
-        "cache_savings_usd": usd_float(uncached - cost),
+        "cache_savings_usd": usd_float(uncached - standard),
+        "batch_savings_usd": usd_float(standard - cost),
         "cache_hit_rate": round(reads / prompt_in, 4) if prompt_in else 0.0,
         "cost_pusd": cost,
         "baseline_pusd": baseline,
+        "standard_pusd": standard,
         "tiers": tiers,
     }
 
@@ -141,7 +145,8 @@ def render_report(rep: dict[str, Any]) -> str:
     lines.append(f"{'all on ' + Tier.opus.value + ', no caching':<30}${rep['baseline_cost_usd']:.6f}")
     lines.append(
         f"{'savings':<30}{rep['savings_pct']:.1f}%  (routing ${rep['routing_savings_usd']:.6f}, "
-        f"caching ${rep['cache_savings_usd']:.6f}; cache hit rate {100 * rep['cache_hit_rate']:.1f}%)"
+        f"caching ${rep['cache_savings_usd']:.6f}, batch discount ${rep.get('batch_savings_usd', 0.0):.6f}; "
+        f"cache hit rate {100 * rep['cache_hit_rate']:.1f}%)"
     )
     return "\n".join(lines)
 

@@ -104,6 +104,7 @@ class Attempt(BaseModel):
     error: str | None = None
     request_id: str | None = None
     started_at: float = 0.0
+    service_tier: str | None = None  # usage.service_tier of a paid answer: "standard" | "batch" | ...
 
 
 JobStatus = Literal["done", "failed"]
@@ -124,6 +125,8 @@ class JobResult(BaseModel):
     cost: Cost = Field(default_factory=Cost)
     baseline_cost_pusd: int = 0  # same tokens on the top tier, no caching
     uncached_cost_pusd: int = 0  # same tokens on the tiers actually used, no caching
+    standard_cost_pusd: int = 0  # same calls (caching included) at standard rates: no batch discount
+    service_tier: str | None = None  # of the answer the job ended with
     route: RouteRecord | None = None
     cache: dict[str, Any] = Field(default_factory=dict)
     attempts: list[Attempt] = Field(default_factory=list)
@@ -163,6 +166,8 @@ def aggregate_increments(r: JobResult) -> dict[str, int]:
         "cost_pusd": r.cost.total_pusd,
         "baseline_pusd": r.baseline_cost_pusd,
         "uncached_pusd": r.uncached_cost_pusd,
+        # Results written before this field existed cost what they cost at standard rates.
+        "standard_pusd": r.standard_cost_pusd or r.cost.total_pusd,
         "attempts": len(r.attempts),
     }
     # Per-tier rows are attributed by each attempt's tier, so escalations bill where they ran.

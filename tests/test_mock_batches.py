@@ -332,3 +332,13 @@ def test_cli_flag_sets_batch_latency() -> None:
     add_arguments(parser)
     assert config_from_args(parser.parse_args(["--batch-latency-s", "7.5"])).batch_latency_s == 7.5
     assert config_from_args(parser.parse_args([])).batch_latency_s == MockConfig().batch_latency_s
+
+
+async def test_realtime_call_reports_its_service_tier(start: StartFn) -> None:
+    from worker.llm import call
+
+    srv = await start()
+    c = client(srv)
+    res = await call(c, params("hello"), job_id="j1")
+    assert res.service_tier == "standard"
+    await c.close()

@@ -253,6 +253,7 @@ class JobRun:
                 stop_reason=res.stop_reason,
                 request_id=res.request_id,
                 started_at=time.time(),
+                service_tier=res.service_tier,
                 error=f"answer failed checks: {', '.join(failures)}" if failures else None,
                 error_type="check_failed" if failures else None,
             )
@@ -437,7 +438,7 @@ class JobRun:
             except Exception as e:
                 tracing.record_genai_error(span, retry.classify(e).kind)
                 raise
-            cost = pricing.price_call(spec, res.usage, self.today)
+            cost = pricing.price_response(spec, res.usage, self.today, res.service_tier)
             tracing.record_genai_result(
                 span,
                 response_model=res.model,
@@ -480,6 +481,10 @@ class JobRun:
         uncached = sum(
             pricing.uncached_cost(self.s.spec_for(a.tier), a.usage, self.today) for a in self.attempts
         )
+        standard = sum(
+            pricing.price_call(self.s.spec_for(a.tier), a.usage, self.today).total_pusd for a in self.attempts
+        )
+        tier_of_answer = next((a.service_tier for a in reversed(self.attempts) if a.service_tier), None)
         return JobResult(
             job_id=self.job_id,
             batch=self.batch,
@@ -490,6 +495,8 @@ class JobRun:
             cost=cost,
             baseline_cost_pusd=baseline,
             uncached_cost_pusd=uncached,
+            standard_cost_pusd=standard,
+            service_tier=tier_of_answer,
             route=route,
             cache=self.cache_info,
             attempts=self.attempts,
