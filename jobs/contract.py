@@ -15,9 +15,12 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from jobs.schedule import Mode, check_deadline
 from jobs.tiers import Tier
 
 CONTRACT_VERSION = 1
+# Scheduling, not content: a job sent again with another mode or deadline is the same work.
+_NOT_IDENTITY: dict[str, Any] = {"id": True, "trace_context": True, "constraints": {"mode", "deadline"}}
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -64,6 +67,14 @@ class Constraints(_Strict):
     min_tier: Tier | None = None
     max_tier: Tier | None = None
     tier: Tier | None = Field(default=None, description="pin the job to this tier")
+    # None: the worker's default (settings.default_mode / default_deadline).
+    mode: Mode | None = None
+    deadline: str | None = Field(default=None, description="ISO timestamp with a zone, or a duration: 6h")
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, v: str | None) -> str | None:
+        return None if v is None else check_deadline(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> Constraints:
@@ -144,7 +155,7 @@ class Job(_Strict):
     # -- identity -------------------------------------------------------------------------------
     def content_hash(self) -> str:
         """Hash of everything that defines the work (not the id, not the trace context)."""
-        body = self.model_dump(mode="json", exclude={"id", "trace_context"}, by_alias=True)
+        body = self.model_dump(mode="json", exclude=_NOT_IDENTITY, by_alias=True)
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     @property
@@ -168,6 +179,9 @@ class Job(_Strict):
             tags["tenant"] = tenant
         if wire["id"] is None:
             body = {k: v for k, v in wire.items() if k not in ("id", "trace_context")}
+            body["constraints"] = {
+                k: v for k, v in body["constraints"].items() if k not in ("mode", "deadline")
+            }
             digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
             wire["id"] = "j" + digest[:31]
         return wire

@@ -20,6 +20,7 @@ from jobs import telemetry
 from jobs.connections import aw
 from jobs.contract import Job
 from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
+from jobs.schedule import pin_deadline
 from jobs.serialization import arq_job_payload
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER, Tier
@@ -110,7 +111,11 @@ class Producer:
                 except TooLarge as e:
                     result.rejected.append(f"{seen}: {e}")
                     continue
-                chunk.append((item, item.placed_wire(result.batch, tenant)))
+                wire = item.placed_wire(result.batch, tenant)
+                if item.constraints.deadline is not None:
+                    # A duration counts from now; pinned here, where the job is accepted.
+                    wire["constraints"]["deadline"] = pin_deadline(item.constraints.deadline, time.time())
+                chunk.append((item, wire))
                 if len(chunk) >= CHUNK:
                     await self._flush(chunk, result)
                     chunk = []

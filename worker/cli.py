@@ -102,6 +102,10 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
         if args.tag:
             defaults["tags"] = tags
         items = sources.read_jsonl(path, defaults)
+    if args.mode or args.deadline:
+        from jobs.schedule import with_schedule
+
+        items = with_schedule(items, args.mode, args.deadline)
     from jobs import telemetry
 
     progress = Progress(sources.count_lines(path))
@@ -124,6 +128,15 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
             file=sys.stderr,
         )
     return 1 if res.rejected else 0
+
+
+def _deadline_arg(text: str) -> str:
+    from jobs.schedule import check_deadline
+
+    try:
+        return check_deadline(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # --- reading back -----------------------------------------------------------------------------------
@@ -237,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tag", action="append", default=[], metavar="K=V", help="tenant=, batch= or a free label"
     )
     e.add_argument("--batch", help="batch id (default: a new one)")
+    e.add_argument("--mode", choices=["realtime", "batch", "auto"], help="realtime, Message Batches, or auto")
+    e.add_argument("--deadline", type=_deadline_arg, help="answer due by: ISO timestamp or duration like 6h")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_redis_command(_enqueue))
 
