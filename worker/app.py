@@ -22,6 +22,7 @@ from jobs.serialization import deserialize, serialize
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER
 from worker import metrics
+from worker.batches import loop as batch_loop
 from worker.budget import Budgets
 from worker.cache import CacheWarmer
 from worker.limits import TierGate
@@ -115,7 +116,7 @@ async def _queues_idle(rt: Runtime, workers: list[Worker]) -> bool:
         for w in workers:
             p.zcard(w.queue_name)
         counts = await p.execute()
-    return not any(counts)
+    return not any(counts) and await batch_loop.idle(rt)
 
 
 async def run(settings: Settings, *, burst: bool = False, metrics_port: int | None = None) -> int:
@@ -152,6 +153,7 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drain, sig)
     mains = [asyncio.ensure_future(w.async_run()) for w in workers]
+    batch_task = asyncio.ensure_future(batch_loop.run_forever(rt, token, stopping))
 
     async def burst_watch() -> None:
         idle_rounds = 0
@@ -171,6 +173,7 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
         await asyncio.gather(*mains, return_exceptions=True)
     finally:
         beat.cancel()
+        batch_task.cancel()
         if watcher:
             watcher.cancel()
         for w in workers:

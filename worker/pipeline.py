@@ -27,6 +27,7 @@ from jobs.serialization import CORRUPT_MARK, arq_job_payload
 from jobs.sources import explain
 from jobs.tiers import TOP_TIER, Tier
 from worker import cache, pricing, retry, router, tracing
+from worker.batches import gather as batches
 from worker.budget import Reservation, token_for
 from worker.cache import WarmDecision
 from worker.checks import check_answer
@@ -44,6 +45,10 @@ class Parked(Exception):
     """The job moved to a tier queue; this run is over without an outcome."""
 
 
+class InBatch(Exception):
+    """The request went to a Message Batch; its outcome is recorded when the result is ingested."""
+
+
 class Stopped(Exception):
     """The run recorded its outcome early (e.g. refused by a budget)."""
 
@@ -58,10 +63,14 @@ async def process_job(ctx: dict[str, Any], payload: Any, parked: str | None = No
     queue = rt.keys.tier_queue(parked) if parked else rt.keys.intake_queue
     with tracing.attempt_span(job, job_try, queue):
         run = JobRun(rt, job, job_try, Tier(parked) if parked else None, payload)
+        if isinstance(ctx.get("enqueue_time"), dt.datetime):
+            run.enqueued_at = ctx["enqueue_time"].timestamp()
         try:
             return await run.run()
         except Parked:
             return "parked"
+        except InBatch:
+            return "in_batch"
         except Stopped:
             return "stopped"
         except Retry:
@@ -132,6 +141,7 @@ class JobRun:
         self.attempts: list[Attempt] = []
         self.cache_info: dict[str, Any] = {}
         self._unshared: frozenset[str] | None = None
+        self.enqueued_at = time.time()  # arq's enqueue time when known: durations count from it
 
     # ------------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -162,6 +172,11 @@ class JobRun:
         overloads = 0
         errors = sum(1 for a in self.attempts if a.status == "error")
         while True:
+            if self.parked is None and self.job_mode() != "realtime":
+                deadline_at = batches.deadline_of(self)
+                if batches.route_now(self, deadline_at) == "batch":
+                    await batches.gather(self, route, tier, deadline_at)
+                    raise InBatch()
             if self.parked is None and self.rt.gate.waiting(tier):
                 await self.park(tier)  # saturated (jobs of ours wait in its line): no need to plan first
             plan, ttl = await self.plan(tier)
@@ -276,6 +291,9 @@ class JobRun:
                     stop_reason=res.stop_reason,
                 )
             return await self.finish_done(route, attempt, res.text, res.stop_reason)
+
+    def job_mode(self) -> str:
+        return self.job.constraints.mode or self.s.default_mode
 
     # ------------------------------------------------------------------------------------------------
     async def plan(self, tier: Tier) -> tuple[cache.RequestPlan, cache.Ttl | None]:

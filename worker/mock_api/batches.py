@@ -320,6 +320,8 @@ class BatchStore:
         stats.created += 1
         stats.requests += len(reqs)
         self._schedule(b)
+        if self.s.config.batch_create_delay_s > 0:
+            await asyncio.sleep(self.s.config.batch_create_delay_s)
         return _json(200, b.to_json(_origin(request)), rid)
 
     async def retrieve(self, request: web.Request) -> web.StreamResponse:

@@ -73,6 +73,9 @@ class MockConfig:
     batch_max_bytes: int = 256 * 1024 * 1024
     # Requests that may wait in the processing queue across all batches; None: unlimited.
     batch_queue_cap: int | None = None
+    # Seconds create holds its response after the batch exists (a client dying in that window leaves
+    # a batch it never learned the id of).
+    batch_create_delay_s: float = 0.0
     # Monotonic seconds; tests inject a fake one to expire cache entries and refill buckets.
     clock: Clock = time.monotonic
 

@@ -1,0 +1,94 @@
+"""Hand a routed, planned request of a batch-mode job to its model's gathering set (instead of calling).
+
+One request is identified by its job and attempt number (``custom_id``): however often arq delivers the
+job, that request is gathered once (``batch_gather.lua``: HSETNX), and an API batch never holds it
+twice. Batch requests use the 1-hour cache TTL: a batch may take longer than five minutes to reach the
+requests that share a prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from jobs.results import RouteRecord
+from jobs.schedule import deadline_epoch
+from jobs.tiers import Tier
+from worker import cache
+from worker.batches.decide import Route, choose_route
+from worker.scripts import Scripts
+
+if TYPE_CHECKING:
+    from worker.pipeline import JobRun
+    from worker.runtime import Runtime
+
+
+class BatchItem(BaseModel):
+    """What a worker needs to submit a request and, later, to finish its job from the result."""
+
+    model_config = ConfigDict(extra="forbid")
+    custom_id: str
+    job: dict[str, Any]  # the job's wire form
+    tier: Tier
+    model: str
+    n: int  # the attempt number this request is
+    params: dict[str, Any]
+    ttl: str | None
+    route: RouteRecord
+    deadline_at: float | None = None
+
+
+def custom_id(job_id: str, n: int) -> str:
+    """``^[a-zA-Z0-9_-]{1,64}$`` whatever the job id (which may hold '.' and be 128 long)."""
+    return "rq-" + hashlib.blake2b(f"{job_id}:{n}".encode(), digest_size=16).hexdigest()
+
+
+def deadline_of(run: JobRun) -> float | None:
+    text = run.job.constraints.deadline or run.s.default_deadline
+    return None if text is None else deadline_epoch(text, run.enqueued_at)
+
+
+def route_now(run: JobRun, deadline_at: float | None) -> Route:
+    """Batch or realtime for this job right now (its mode, its deadline, the expected batch latency)."""
+    s = run.s
+    return choose_route(
+        run.job.constraints.mode or s.default_mode,
+        deadline_at,
+        time.time(),
+        expected_latency_s=s.batch_expected_latency_s,
+        margin_s=s.batch_deadline_margin_s,
+    )
+
+
+async def gather(run: JobRun, route: RouteRecord, tier: Tier, deadline_at: float | None) -> bool:
+    """Plan the request at ``tier`` and add it; False when it was gathered before."""
+    s = run.s
+    model, spec = s.model_for(tier), s.spec_for(tier)
+    ttl: cache.Ttl | None = "1h" if s.caching else None
+    plan = cache.build_request(
+        run.job, model, spec, ttl=ttl, caching=s.caching, unshared=await run.unshared_documents()
+    )
+    n = len(run.attempts) + 1
+    item = BatchItem(
+        custom_id=custom_id(run.job_id, n),
+        job=run.wire if isinstance(run.wire, dict) else run.job.to_wire(),
+        tier=tier,
+        model=model,
+        n=n,
+        params=plan.params,
+        ttl=ttl if plan.prefix_hashes else None,
+        route=route,
+        deadline_at=deadline_at,
+    )
+    return await add(run.rt, item, run.batch)
+
+
+async def add(rt: Runtime, item: BatchItem, batch: str) -> bool:
+    k = rt.keys
+    script = Scripts(rt.redis)["batch_gather"]
+    keys = [k.batch_items, k.batch_gather(item.model), k.batch_gather_bytes, k.batch_in_api(batch)]
+    job_id = str(item.job.get("id"))
+    return bool(await script(keys=keys, args=[item.custom_id, item.model_dump_json(), item.model, job_id]))
