@@ -32,7 +32,8 @@ async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
         p.hgetall(keys.batch_agg(batch))
         p.scard(keys.batch_jobs(batch))
         p.hlen(keys.batch_dead(batch))
-        meta_raw, agg_raw, accepted, dead = await p.execute()
+        p.scard(keys.batch_in_api(batch))
+        meta_raw, agg_raw, accepted, dead, in_api = await p.execute()
     meta, agg = _ints(meta_raw), _ints(agg_raw)
     done, failed = agg.get("done", 0), agg.get("failed", 0)
     return {
@@ -45,6 +46,7 @@ async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
         "failed": failed,
         "dead": int(dead),
         "pending": max(0, int(accepted) - done - failed),
+        "in_api_batch": int(in_api),  # of the pending: requests waiting in a Message Batch
     }
 
 

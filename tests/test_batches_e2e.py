@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from jobs.connections import connect
 from jobs.producer import Producer
-from jobs.reports import batch_report
+from jobs.reports import batch_report, batch_status
 from jobs.results import JobResult
 from jobs.settings import Settings
 from jobs.sources import parse_job
@@ -141,5 +144,55 @@ async def test_worker_killed_after_create_loses_and_doubles_nothing(redis_url: s
         assert st["done"] + st["failed"] == 12 and st["done"] >= 10
         assert stats["duplicate_requests"] == 0
         assert stats["created"] == 1 and stats["requests"] == 12  # adopted, never resubmitted
+    finally:
+        await redis.aclose()
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True
+    )
+
+
+async def test_cancel_ends_its_jobs_canceled_and_reruns_a_neighbours(redis_url: str) -> None:
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    env = {**FAST, "ROUTEQ_BATCH_WINDOW_S": "1.0"}
+    mk = [{"task": "summarize", "prompt": f"Summarise item {i}: things happened."} for i in range(9)]
+    try:
+        with Fleet(redis_url, workers=2, api_args=("--batch-latency-s", "8"), **env) as fleet:
+            p = Producer(redis, s)
+            # The neighbour first: the stand-in answers a batch's requests in order, so a cancel a few
+            # seconds in has answered some of the neighbour's and none of cx's.
+            await p.enqueue([parse_job(with_mode(j, "batch")) for j in mk[6:]], batch="nb")
+            await p.enqueue([parse_job(with_mode(j, "batch")) for j in mk[:6]], batch="cx")
+            t0 = time.monotonic()
+            while not await redis.scard(s.keys.api_batch_ids):
+                assert time.monotonic() - t0 < 30, "no batch was submitted"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            st = orjson.loads(cli(fleet.env, "status", "cx", "--json").stdout)
+            assert st["in_api_batch"] == 6 and st["pending"] == 6
+            listed = cli(fleet.env, "batches", "--json")
+            rows = orjson.loads(listed.stdout)
+            assert rows and rows[0]["id"].startswith("msgbatch_") and rows[0]["requests"] >= 6
+            assert "msgbatch_" in cli(fleet.env, "batches").stdout
+            out = cli(fleet.env, "cancel", "cx")
+            assert out.returncode == 0 and "API batches canceled" in out.stdout, out.stderr
+            await wait_batch(s, redis, "cx", timeout=60)
+            await wait_batch(s, redis, "nb", timeout=60)
+            stats = api_stats(fleet.api_url)["batches"]
+        cx = await results_of(
+            redis, s, [parse_job(with_mode(j, "batch")).with_ids("cx").job_id for j in mk[:6]]
+        )
+        assert all(r.status == "failed" and r.error_type == "canceled" for r in cx), [
+            r.error_type for r in cx
+        ]
+        nb = await results_of(
+            redis, s, [parse_job(with_mode(j, "batch")).with_ids("nb").job_id for j in mk[6:]]
+        )
+        assert all(r.status == "done" for r in nb)  # canceled only because they shared the API batch: re-run
+        assert stats["canceled"] >= 6 and stats["duplicate_requests"] == 0
+        assert (await batch_status(redis, s.keys, "cx"))["in_api_batch"] == 0
     finally:
         await redis.aclose()

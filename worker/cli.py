@@ -191,6 +191,32 @@ async def _dead(redis: Any, settings: Settings, args: argparse.Namespace) -> int
     return 0
 
 
+async def _batches(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from worker.batches.listing import list_batches, render
+
+    rows = await list_batches(redis, settings.keys)
+    print(orjson.dumps(rows).decode() if args.json else render(rows))
+    return 0
+
+
+async def _cancel(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from worker.app import build_runtime
+    from worker.batches.cancel import cancel_batch
+
+    rt = await build_runtime(settings)
+    try:
+        got = await cancel_batch(rt, args.batch)
+    finally:
+        await rt.gate.close()
+        await rt.client.close()
+        await rt.redis.aclose()
+    print(
+        f"batch {args.batch}: {got['gathered_canceled']} gathered requests canceled, "
+        f"{got['api_batches_canceled']} API batches canceled"
+    )
+    return 0
+
+
 async def _retry(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from worker.requeue import retry_batch
 
@@ -269,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("batch")
         sp.add_argument("--json", action="store_true")
         sp.set_defaults(func=_redis_command(fn))
+    mb = sub.add_parser("batches", help="routeq's Message Batches: id, model, status, counts, age, expiry")
+    mb.add_argument("--json", action="store_true")
+    mb.set_defaults(func=_redis_command(_batches))
+    cn = sub.add_parser(
+        "cancel", help="cancel a batch's batch-mode requests and the API batches holding them"
+    )
+    cn.add_argument("batch")
+    cn.set_defaults(func=_redis_command(_cancel))
     r = sub.add_parser("results", help="a batch's per-job results as JSONL")
     r.add_argument("batch")
     r.add_argument("--out", help="write to this file instead of stdout")

@@ -34,8 +34,13 @@ def next_step(
     errors: int = 0,
     max_attempts: int = 6,
     route_now: Route = "batch",
+    user_canceled: bool = True,
 ) -> Step:
-    """``errors``/``escalations`` count the job's attempts so far, this result's included."""
+    """``errors``/``escalations`` count the job's attempts so far, this result's included.
+
+    ``user_canceled``: the job's own routeq batch was canceled. A request canceled only because it
+    shared an API batch with a canceled routeq batch runs again.
+    """
     if result == "succeeded":
         if not check_failures:
             return Step("done", tier)
@@ -48,7 +53,7 @@ def next_step(
             error_type="check_failed",
             message=f"answer failed checks: {', '.join(check_failures)}",
         )
-    if result == "canceled":
+    if result == "canceled" and user_canceled:
         return Step("fail", tier, error_type="canceled", message="canceled: its Message Batch was canceled")
     if result == "errored" and error_type == "invalid_request_error":
         return Step("fail", tier, error_type="invalid_request", message=error_message or "invalid request")

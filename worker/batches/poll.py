@@ -174,6 +174,7 @@ async def ingest_result(rt: Runtime, item: BatchItem, res: Any, batch_id: str) -
         errors=sum(1 for a in run.attempts if a.status == "error"),
         max_attempts=s.max_attempts,
         route_now=_route_now(run, item),
+        user_canceled=res.type == "canceled" and await _canceled(rt, job),
     )
     if step.kind == "done":
         assert answer is not None
@@ -195,6 +196,10 @@ async def ingest_result(rt: Runtime, item: BatchItem, res: Any, batch_id: str) -
     with contextlib.suppress(Parked):
         await run.park(step.tier)  # realtime near the deadline: the tier queue's pipeline calls it
     return True
+
+
+async def _canceled(rt: Runtime, job: Job) -> bool:
+    return bool(await aw(rt.redis.hget(rt.keys.batch_meta(job.tags.batch or "default"), "canceled")))
 
 
 def _route_now(run: JobRun, item: BatchItem) -> Route:
