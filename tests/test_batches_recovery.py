@@ -178,3 +178,26 @@ async def test_crash_during_ingestion_records_each_result_once(
     assert not await rt.redis.hlen(rt.keys.batch_items)
     assert orjson.loads(before[items[0].custom_id])["cost"]["input_pusd"] > 0
     assert (await stats(srv))["duplicate_requests"] == 0
+
+
+async def test_queue_gauges_show_gathered_and_in_api(env: tuple[Runtime, RunningServer, FakeClock]) -> None:
+    import redis as sync_redis
+
+    from worker.batches.metrics import BatchQueueCollector
+
+    rt, _srv, _clock = env
+    url = rt.settings.redis_url or ""
+    collector = BatchQueueCollector(sync_redis.Redis.from_url(url), rt.keys, [MODEL])
+
+    def values() -> dict[str, float]:
+        return {s.name + str(s.labels): s.value for m in collector.collect() for s in m.samples}
+
+    await gathered(rt, 3)
+    v = values()
+    assert v["routeq_batch_gathered{'model': '" + MODEL + "'}"] == 3
+    assert v["routeq_batch_requests_in_api{}"] == 0
+    assert await maybe_submit(rt, MODEL, "w1")
+    v = values()
+    assert v["routeq_batch_gathered{'model': '" + MODEL + "'}"] == 0
+    assert v["routeq_batch_requests_in_api{}"] == 3 and v["routeq_batch_open_age_seconds{}"] >= 0
+    collector.close()

@@ -23,6 +23,7 @@ from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER
 from worker import metrics
 from worker.batches import loop as batch_loop
+from worker.batches.metrics import BatchQueueCollector
 from worker.budget import Budgets
 from worker.cache import CacheWarmer
 from worker.limits import TierGate
@@ -136,6 +137,11 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
     server = None
     if port is not None:
         rt.metrics.watch_queues(settings.redis_url or "", settings.keys)
+        rt.metrics.registry.register(
+            BatchQueueCollector.from_url(
+                settings.redis_url or "", settings.keys, [settings.model_for(t) for t in TIER_ORDER]
+            )
+        )
         server = metrics.start_metrics_server(port, rt.metrics.registry, health)
     beat = asyncio.ensure_future(metrics.heartbeat(health))
     loop = asyncio.get_running_loop()
