@@ -151,6 +151,11 @@ class Keys:
         """Hash model -> bytes of request JSON in that model's gathering set."""
         return f"{self.prefix}:mb:gather-bytes"
 
+    @property
+    def batch_in_api_count(self) -> str:
+        """Requests in submissions not yet ingested, all models: the batch processing-queue cap's count."""
+        return f"{self.prefix}:mb:in-api-count"
+
     def batch_submitter(self, model: str) -> str:
         """Lease (owner token, PX): the one process submitting a Message Batch for the model."""
         return f"{self.prefix}:mb:submitter:{model}"

@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     batch_max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     batch_window_s: float = Field(default=30.0, ge=0)
     batch_poll_s: float = Field(default=30.0, gt=0)
+    # The API's cap on requests waiting in the batch processing queue, shared by all models and held
+    # across the fleet (None: not limited by routeq).
+    batch_queue_cap: int | None = Field(default=None, ge=1)
 
     # --- observability ----------------------------------------------------------------------------
     trace_content: bool = False

@@ -197,3 +197,38 @@ async def test_cancel_ends_its_jobs_canceled_and_reruns_a_neighbours(redis_url: 
         assert (await batch_status(redis, s.keys, "cx"))["in_api_batch"] == 0
     finally:
         await redis.aclose()
+
+
+async def test_queue_cap_holds_across_workers(redis_url: str) -> None:
+    import anthropic
+
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    cap = 4
+    env = {**FAST, "ROUTEQ_BATCH_QUEUE_CAP": str(cap), "ROUTEQ_BATCH_WINDOW_S": "0.1"}
+    # Two models, so two submitters share the cap.
+    mk = [
+        {"task": "summarize", "prompt": f"Summarise {i}: it rained.", "constraints": {"tier": t}}
+        for i in range(6)
+        for t in ("haiku", "sonnet")
+    ]
+    try:
+        with Fleet(redis_url, workers=2, api_args=("--batch-latency-s", "0.5"), **env) as fleet:
+            await Producer(redis, s).enqueue([parse_job(with_mode(j, "batch")) for j in mk], batch="cap")
+            c = anthropic.AsyncAnthropic(base_url=fleet.api_url, api_key="k", max_retries=0)
+            peak = 0
+            t0 = time.monotonic()
+            while (await batch_status(redis, s.keys, "cap"))["pending"] and time.monotonic() - t0 < 60:
+                waiting = [
+                    b async for b in c.messages.batches.list(limit=100) if b.processing_status != "ended"
+                ]
+                peak = max(peak, sum(b.request_counts.processing for b in waiting))
+                await asyncio.sleep(0.02)
+            await c.close()
+            st = await wait_batch(s, redis, "cap", timeout=5)
+            stats = api_stats(fleet.api_url)["batches"]
+        assert st["done"] == len(mk)
+        assert 0 < peak <= cap, peak
+        assert stats["created"] >= len(mk) / cap and stats["duplicate_requests"] == 0
+    finally:
+        await redis.aclose()

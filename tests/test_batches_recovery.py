@@ -90,8 +90,9 @@ async def take_intent(rt: Runtime, sub: str) -> list[str]:
             k.api_batch(sub),
             k.api_batches_open,
             k.api_batches,
+            k.batch_in_api_count,
         ],
-        args=[100, 10**8, sub, MODEL, "dead-owner"],
+        args=[100, 10**8, sub, MODEL, "dead-owner", 0],
     )
     await rt.redis.hincrby(k.api_batch(sub), "created_ms", -600_000)
     return [c.decode() for c in got[1:]]
@@ -201,3 +202,18 @@ async def test_queue_gauges_show_gathered_and_in_api(env: tuple[Runtime, Running
     assert v["routeq_batch_gathered{'model': '" + MODEL + "'}"] == 0
     assert v["routeq_batch_requests_in_api{}"] == 3 and v["routeq_batch_open_age_seconds{}"] >= 0
     collector.close()
+
+
+async def test_in_api_count_returns_to_zero(env: tuple[Runtime, RunningServer, FakeClock]) -> None:
+    rt, _srv, clock = env
+    await gathered(rt, 2)
+    await take_intent(rt, "sub-c")
+    assert int(await rt.redis.get(rt.keys.batch_in_api_count)) == 2
+    await poll_open(rt, "w1")  # undone: no batch
+    assert int(await rt.redis.get(rt.keys.batch_in_api_count)) == 0
+    assert await maybe_submit(rt, MODEL, "w1")
+    assert int(await rt.redis.get(rt.keys.batch_in_api_count)) == 2
+    clock.now += 100
+    await poll_open(rt, "w1")
+    await poll_open(rt, "w1")
+    assert int(await rt.redis.get(rt.keys.batch_in_api_count)) == 0

@@ -83,10 +83,9 @@ async def _poll_one(rt: Runtime, sub: str) -> None:
     if b.processing_status != "ended":
         return
     await ingest(rt, h["batch_id"])
-    async with rt.redis.pipeline(transaction=True) as p:
-        p.hset(k.api_batch(sub), "status", "ingested")
-        p.zrem(k.api_batches_open, sub)
-        await p.execute()
+    await Scripts(rt.redis)["batch_ingested"](
+        keys=[k.api_batch(sub), k.api_batches_open, k.batch_in_api_count], args=[sub]
+    )
 
 
 async def ingest(rt: Runtime, batch_id: str) -> int:

@@ -88,8 +88,9 @@ async def _submit(rt: Runtime, model: str, owner: str) -> str | None:
             k.api_batch(sub_id),
             k.api_batches_open,
             k.api_batches,
+            k.batch_in_api_count,
         ],
-        args=[s.batch_max_requests, s.batch_max_bytes, sub_id, model, owner],
+        args=[s.batch_max_requests, s.batch_max_bytes, sub_id, model, owner, s.batch_queue_cap or 0],
     )
     if not taken:
         return None
@@ -142,5 +143,6 @@ async def undo_intent(rt: Runtime, sub_id: str) -> int:
         k.batch_gather_bytes,
         k.api_batches_open,
         k.api_batches,
+        k.batch_in_api_count,
     ]
     return int(await Scripts(rt.redis)["batch_return"](keys=keys, args=[sub_id]))
