@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from jobs import telemetry
 from jobs.results import RouteRecord
 from jobs.schedule import deadline_epoch
 from jobs.tiers import Tier
@@ -39,6 +40,7 @@ class BatchItem(BaseModel):
     ttl: str | None
     route: RouteRecord
     deadline_at: float | None = None
+    trace: dict[str, str] = {}  # W3C context of the attempt span that gathered it (empty: tracing off)
 
 
 def custom_id(job_id: str, n: int) -> str:
@@ -82,6 +84,7 @@ async def gather(run: JobRun, route: RouteRecord, tier: Tier, deadline_at: float
         ttl=ttl if plan.prefix_hashes else None,
         route=route,
         deadline_at=deadline_at,
+        trace=telemetry.inject_context() if telemetry.tracing_enabled() else {},
     )
     return await add(run.rt, item, run.batch)
 

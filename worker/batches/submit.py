@@ -15,6 +15,7 @@ from typing import Any
 import anthropic
 
 from jobs.connections import aw
+from worker import tracing
 from worker.batches.gather import BatchItem
 from worker.runtime import Runtime
 from worker.scripts import Scripts
@@ -97,11 +98,16 @@ async def _submit(rt: Runtime, model: str, owner: str) -> str | None:
     cids = [c.decode() if isinstance(c, bytes) else str(c) for c in taken[1:]]
     raws = await aw(rt.redis.hmget(k.batch_items, cids))
     requests: list[Any] = []
+    carriers: list[dict[str, str]] = []
     for cid, raw in zip(cids, raws, strict=True):
         if raw is not None:
-            requests.append({"custom_id": cid, "params": BatchItem.model_validate_json(raw).params})
+            item = BatchItem.model_validate_json(raw)
+            requests.append({"custom_id": cid, "params": item.params})
+            carriers.append(item.trace)
     try:
-        batch = await rt.client.messages.batches.create(requests=requests)
+        with tracing.api_batch_span(model, len(requests), carriers) as span:
+            batch = await rt.client.messages.batches.create(requests=requests)
+            span.set_attribute("anthropic.message.batch.id", batch.id)
     except anthropic.APIStatusError as e:
         # The API answered: no batch exists. Put the requests back and let the model rest a while.
         retry_after = e.response.headers.get("retry-after")
