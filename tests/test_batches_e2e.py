@@ -232,3 +232,33 @@ async def test_queue_cap_holds_across_workers(redis_url: str) -> None:
         assert stats["created"] >= len(mk) / cap and stats["duplicate_requests"] == 0
     finally:
         await redis.aclose()
+
+
+async def test_budgets_hold_batch_rates_and_refuse_when_capped(redis_url: str) -> None:
+    from decimal import Decimal
+
+    from worker.budget import Budgets
+
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    mk = [{"task": "summarize", "prompt": f"Summarise {i}: it rained all day."} for i in range(5)]
+    try:
+        budgets = Budgets(redis, s.keys)
+        await budgets.set_cap("batch", "bud", Decimal("10"))
+        await budgets.set_cap("batch", "broke", Decimal("0.000001"))
+        with Fleet(redis_url, workers=2, api_args=("--batch-latency-s", "0.3"), **FAST) as fleet:
+            res = await Producer(redis, s).enqueue(
+                [parse_job(with_mode(j, "batch")) for j in mk], batch="bud"
+            )
+            await Producer(redis, s).enqueue([parse_job(with_mode(j, "batch")) for j in mk], batch="broke")
+            await wait_batch(s, redis, "bud", timeout=60)
+            await wait_batch(s, redis, "broke", timeout=60)
+            stats = api_stats(fleet.api_url)["batches"]
+        results = await results_of(redis, s, res.job_ids)
+        spent = await redis.hgetall(s.keys.budget("batch", "bud"))
+        assert int(spent[b"spent"]) == sum(r.cost.total_pusd for r in results) > 0  # charged at batch rates
+        assert int(spent.get(b"reserved", b"0")) == 0  # every hold settled
+        broke = (await batch_status(redis, s.keys, "broke"))["failed"]
+        assert broke == 5 and stats["requests"] == 5  # refused before any request was sent
+    finally:
+        await redis.aclose()

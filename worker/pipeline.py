@@ -175,8 +175,13 @@ class JobRun:
             if self.parked is None and self.job_mode() != "realtime":
                 deadline_at = batches.deadline_of(self)
                 if batches.route_now(self, deadline_at) == "batch":
-                    await batches.gather(self, route, tier, deadline_at)
-                    raise InBatch()
+                    refused = await batches.gather(self, route, tier, deadline_at)
+                    if isinstance(refused, bool):
+                        raise InBatch()
+                    if self.s.budget_action == "hold":
+                        raise Retry(defer=60)
+                    await self.finish_failed(None, "budget", refused.reason)
+                    raise Stopped()
             if self.parked is None and self.rt.gate.waiting(tier):
                 await self.park(tier)  # saturated (jobs of ours wait in its line): no need to plan first
             plan, ttl = await self.plan(tier)

@@ -8,6 +8,7 @@ requests that share a prefix.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,9 @@ from jobs import telemetry
 from jobs.results import RouteRecord
 from jobs.schedule import deadline_epoch
 from jobs.tiers import Tier
-from worker import cache
+from worker import cache, pricing
 from worker.batches.decide import Route, choose_route
+from worker.budget import BudgetRefusal, token_for
 from worker.scripts import Scripts
 
 if TYPE_CHECKING:
@@ -41,6 +43,8 @@ class BatchItem(BaseModel):
     route: RouteRecord
     deadline_at: float | None = None
     trace: dict[str, str] = {}  # W3C context of the attempt span that gathered it (empty: tracing off)
+    # The budget hold (worker/budget.py Reservation fields) settled or released when the result is in.
+    reservation: dict[str, Any] | None = None
 
 
 def custom_id(job_id: str, n: int) -> str:
@@ -65,8 +69,11 @@ def route_now(run: JobRun, deadline_at: float | None) -> Route:
     )
 
 
-async def gather(run: JobRun, route: RouteRecord, tier: Tier, deadline_at: float | None) -> bool:
-    """Plan the request at ``tier`` and add it; False when it was gathered before."""
+async def gather(
+    run: JobRun, route: RouteRecord, tier: Tier, deadline_at: float | None
+) -> bool | BudgetRefusal:
+    """Plan the request at ``tier``, hold its worst-case cost (batch rates) where a budget caps it, and
+    add it; False when it was gathered before, the refusal when a cap leaves no room."""
     s = run.s
     model, spec = s.model_for(tier), s.spec_for(tier)
     ttl: cache.Ttl | None = "1h" if s.caching else None
@@ -74,6 +81,17 @@ async def gather(run: JobRun, route: RouteRecord, tier: Tier, deadline_at: float
         run.job, model, spec, ttl=ttl, caching=s.caching, unshared=await run.unshared_documents()
     )
     n = len(run.attempts) + 1
+    amount = pricing.max_cost(
+        spec, plan.estimated_input_tokens, run.job.max_output_tokens, run.today, batch=True
+    )
+    token = token_for(run.job_id, n)
+    try:
+        held = await run.rt.budgets.reserve_if_capped(run.job.tags.tenant, run.batch, amount, token)
+    except ValueError:
+        # This attempt's token was closed by a run that died before saving the attempt: a new hold.
+        held = await run.rt.budgets.reserve_if_capped(run.job.tags.tenant, run.batch, amount, token + ":b")
+    if isinstance(held, BudgetRefusal):
+        return held
     item = BatchItem(
         custom_id=custom_id(run.job_id, n),
         job=run.wire if isinstance(run.wire, dict) else run.job.to_wire(),
@@ -85,6 +103,7 @@ async def gather(run: JobRun, route: RouteRecord, tier: Tier, deadline_at: float
         route=route,
         deadline_at=deadline_at,
         trace=telemetry.inject_context() if telemetry.tracing_enabled() else {},
+        reservation=dataclasses.asdict(held),
     )
     return await add(run.rt, item, run.batch)
 

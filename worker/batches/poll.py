@@ -25,11 +25,12 @@ from worker.batches.decide import Route
 from worker.batches.gather import BatchItem, gather
 from worker.batches.recover import recover
 from worker.batches.submit import lease_ms
+from worker.budget import Reservation
 from worker.checks import check_answer
 from worker.llm import usage_from
 from worker.pipeline import JobRun, Parked
 from worker.runtime import Runtime
-from worker.scripts import Scripts
+from worker.scripts import Scripts, WriteBatch
 
 log = logging.getLogger("routeq.batches")
 LOCK_MS = 120_000
@@ -148,6 +149,7 @@ async def ingest_result(rt: Runtime, item: BatchItem, res: Any, batch_id: str) -
     """Save this result's attempt, then finish the job or send its next request; True when finished."""
     job = Job.from_wire(item.job)
     run = JobRun(rt, job, 1, None, item.job)
+    held = Reservation(**item.reservation) if item.reservation else None
     done, run.attempts, paid = await rt.store.load_state(job)
     if done or len(run.attempts) > item.n:
         return True  # finished, or already moved past this request
@@ -158,7 +160,12 @@ async def ingest_result(rt: Runtime, item: BatchItem, res: Any, batch_id: str) -
             failures = tuple(attempt.error.removeprefix("answer failed checks: ").split(", "))
     else:
         attempt, answer, failures = _attempt(rt, item, job, res)
-        await run.save(attempt, answer)
+        writes = WriteBatch(rt.redis)
+        if held is not None and answer is not None:
+            rt.budgets.settle_into(writes, held, attempt.cost.total_pusd)  # with the attempt: once
+        await run.save(attempt, answer, writes)
+    if held is not None and answer is None:
+        await rt.budgets.release(held)  # nothing billed; a no-op when released before a crash
     s = rt.settings
     step = outcome.next_step(
         res.type,
@@ -190,8 +197,11 @@ async def ingest_result(rt: Runtime, item: BatchItem, res: Any, batch_id: str) -
         )
         return True
     if step.via == "batch":
-        await gather(run, item.route, step.tier, item.deadline_at)
-        return False
+        refused = await gather(run, item.route, step.tier, item.deadline_at)
+        if isinstance(refused, bool):
+            return False
+        await run.finish_failed(item.route, "budget", refused.reason)
+        return True
     with contextlib.suppress(Parked):
         await run.park(step.tier)  # realtime near the deadline: the tier queue's pipeline calls it
     return True
