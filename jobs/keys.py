@@ -151,6 +151,10 @@ class Keys:
         """Hash model -> bytes of request JSON in that model's gathering set."""
         return f"{self.prefix}:mb:gather-bytes"
 
+    def batch_size_cap(self, model: str) -> str:
+        """Requests per batch for the model after a 413 (PX): half of what was refused, until it expires."""
+        return f"{self.prefix}:mb:size-cap:{model}"
+
     @property
     def batch_in_api_count(self) -> str:
         """Requests in submissions not yet ingested, all models: the batch processing-queue cap's count."""

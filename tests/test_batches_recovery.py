@@ -217,3 +217,27 @@ async def test_in_api_count_returns_to_zero(env: tuple[Runtime, RunningServer, F
     await poll_open(rt, "w1")
     await poll_open(rt, "w1")
     assert int(await rt.redis.get(rt.keys.batch_in_api_count)) == 0
+
+
+async def test_refused_create_puts_requests_back_and_413_halves_the_next(redis_url: str) -> None:
+    srv = await start_server(MockConfig(batch_latency_s=0.0, batch_max_requests=2))
+    s = Settings(redis_url=redis_url, anthropic_base_url=srv.url, anthropic_api_key="k", batch_window_s=0)
+    rt = await build_runtime(s)
+    try:
+        await gathered(rt, 5)
+        assert await maybe_submit(rt, MODEL, "w1") is None  # 413: 5 > 2
+        assert await rt.redis.zcard(rt.keys.batch_gather(MODEL)) == 5 and not await rt.redis.zcard(
+            rt.keys.api_batches
+        )
+        assert int(await rt.redis.get(rt.keys.batch_size_cap(MODEL))) == 2
+        assert await maybe_submit(rt, MODEL, "w1") is None  # backing off
+        await rt.redis.delete(rt.keys.batch_backoff(MODEL))
+        first = await maybe_submit(rt, MODEL, "w1")
+        assert first is not None and await rt.redis.zcard(rt.keys.batch_gather(MODEL)) == 3
+        st = srv.state.stats.to_json()["batches"]
+        assert (st["created"], st["requests"]) == (1, 2)
+    finally:
+        await rt.gate.close()
+        await rt.client.close()
+        await rt.redis.aclose()
+        await srv.stop()

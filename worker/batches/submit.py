@@ -57,14 +57,16 @@ async def maybe_submit(rt: Runtime, model: str, owner: str) -> str | None:
         p.zrange(k.batch_gather(model), 0, 0, withscores=True)
         p.exists(k.batch_backoff(model))
         p.time()
-        count, size, oldest, backoff, (sec, usec) = await p.execute()
+        p.get(k.batch_size_cap(model))
+        count, size, oldest, backoff, (sec, usec), size_cap = await p.execute()
+    max_requests = min(s.batch_max_requests, int(size_cap)) if size_cap else s.batch_max_requests
     now_ms = sec * 1000 + usec / 1000
     if backoff or not due(
         int(count),
         int(size or 0),
         oldest[0][1] if oldest else None,
         now_ms,
-        max_requests=s.batch_max_requests,
+        max_requests=max_requests,
         max_bytes=s.batch_max_bytes,
         window_ms=s.batch_window_s * 1000,
     ):
@@ -72,12 +74,12 @@ async def maybe_submit(rt: Runtime, model: str, owner: str) -> str | None:
     if not await rt.redis.set(k.batch_submitter(model), owner, nx=True, px=lease_ms(rt)):
         return None
     try:
-        return await _submit(rt, model, owner)
+        return await _submit(rt, model, owner, max_requests)
     finally:
         await Scripts(rt.redis)["batch_release"](keys=[k.batch_submitter(model)], args=[owner])
 
 
-async def _submit(rt: Runtime, model: str, owner: str) -> str | None:
+async def _submit(rt: Runtime, model: str, owner: str, max_requests: int) -> str | None:
     k, s = rt.keys, rt.settings
     scripts = Scripts(rt.redis)
     sub_id = uuid.uuid4().hex
@@ -91,7 +93,7 @@ async def _submit(rt: Runtime, model: str, owner: str) -> str | None:
             k.api_batches,
             k.batch_in_api_count,
         ],
-        args=[s.batch_max_requests, s.batch_max_bytes, sub_id, model, owner, s.batch_queue_cap or 0],
+        args=[max_requests, s.batch_max_bytes, sub_id, model, owner, s.batch_queue_cap or 0],
     )
     if not taken:
         return None
@@ -114,6 +116,9 @@ async def _submit(rt: Runtime, model: str, owner: str) -> str | None:
         delay_s = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else 5.0
         await undo_intent(rt, sub_id)
         await rt.redis.set(k.batch_backoff(model), e.status_code, px=max(100, int(delay_s * 1000)))
+        if e.status_code == 413 and len(requests) > 1:
+            # Too large (count or bytes): halve the next batch for a while.
+            await rt.redis.set(k.batch_size_cap(model), len(requests) // 2, px=3_600_000)
         log.warning(
             "batch create for %s refused (%s); %d requests back, retry in %.1fs",
             model,
