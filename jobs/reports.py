@@ -53,14 +53,16 @@ async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
 async def iter_results(
     redis: Redis, keys: Keys, batch: str, chunk: int = 500
 ) -> AsyncIterator[dict[str, Any]]:
-    """Every accepted job of the batch, finished or not (unfinished ones have status "pending")."""
+    """Every accepted job of the batch, finished or not (unfinished ones have status "pending", or
+    "in_api_batch" while their request waits in a Message Batch)."""
     ids = sorted(m.decode() for m in await aw(redis.smembers(keys.batch_jobs(batch))))
+    in_api = {m.decode() for m in await aw(redis.smembers(keys.batch_in_api(batch)))}
     for i in range(0, len(ids), chunk):
         part = ids[i : i + chunk]
         raws = await redis.mget([keys.result(j) for j in part])
         for job_id, raw in zip(part, raws, strict=True):
             if raw is None:
-                yield {"job_id": job_id, "status": "pending"}
+                yield {"job_id": job_id, "status": "in_api_batch" if job_id in in_api else "pending"}
             else:
                 yield JobResult.model_validate_json(raw).public()
 

@@ -173,6 +173,8 @@ async def test_cancel_ends_its_jobs_canceled_and_reruns_a_neighbours(redis_url: 
             await asyncio.sleep(0.3)
             st = orjson.loads(cli(fleet.env, "status", "cx", "--json").stdout)
             assert st["in_api_batch"] == 6 and st["pending"] == 6
+            rows_cx = [orjson.loads(x) for x in cli(fleet.env, "results", "cx").stdout.splitlines()]
+            assert [r["status"] for r in rows_cx] == ["in_api_batch"] * 6
             listed = cli(fleet.env, "batches", "--json")
             rows = orjson.loads(listed.stdout)
             assert rows and rows[0]["id"].startswith("msgbatch_") and rows[0]["requests"] >= 6
