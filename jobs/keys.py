@@ -146,6 +146,11 @@ class Keys:
         """Sorted set custom_id -> ms first gathered: a model's requests waiting to be submitted."""
         return f"{self.prefix}:mb:gather:{model}"
 
+    def batch_prefix_seen(self, model: str, prefix_hash: str) -> str:
+        """When a cached prefix was first gathered for the model (ms, PX 1 h): the gathering score of every
+        request sharing it, so they sit together and go into the same Message Batch."""
+        return f"{self.prefix}:mb:prefix:{model}:{prefix_hash}"
+
     @property
     def batch_gather_bytes(self) -> str:
         """Hash model -> bytes of request JSON in that model's gathering set."""

@@ -241,3 +241,33 @@ async def test_refused_create_puts_requests_back_and_413_halves_the_next(redis_u
         await rt.client.close()
         await rt.redis.aclose()
         await srv.stop()
+
+
+async def test_requests_sharing_a_prefix_go_into_the_same_batch(redis_url: str) -> None:
+    import asyncio
+
+    srv = await start_server(MockConfig(batch_latency_s=0.0))
+    s = Settings(
+        redis_url=redis_url,
+        anthropic_base_url=srv.url,
+        anthropic_api_key="k",
+        batch_window_s=0,
+        batch_max_requests=2,
+    )
+    rt = await build_runtime(s)
+    try:
+        items = await gathered(rt, 3, batch="pre")
+        await rt.redis.delete(rt.keys.batch_items, rt.keys.batch_gather(MODEL))
+        # a and c share a cached prefix; b, gathered between them, has none.
+        for item, prefix in zip(items, ("P", None, "P"), strict=True):
+            assert await add(rt, item, "pre", prefix)
+            await asyncio.sleep(0.01)
+        assert await maybe_submit(rt, MODEL, "w1")
+        (sub,) = await rt.redis.zrange(rt.keys.api_batches, 0, -1)
+        taken = set(orjson.loads(await rt.redis.hget(rt.keys.api_batch(sub.decode()), "custom_ids")))
+        assert taken == {items[0].custom_id, items[2].custom_id}
+    finally:
+        await rt.gate.close()
+        await rt.client.close()
+        await rt.redis.aclose()
+        await srv.stop()

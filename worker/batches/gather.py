@@ -105,12 +105,14 @@ async def gather(
         trace=telemetry.inject_context() if telemetry.tracing_enabled() else {},
         reservation=dataclasses.asdict(held),
     )
-    return await add(run.rt, item, run.batch)
+    return await add(run.rt, item, run.batch, plan.warm_hash)
 
 
-async def add(rt: Runtime, item: BatchItem, batch: str) -> bool:
+async def add(rt: Runtime, item: BatchItem, batch: str, prefix_hash: str | None = None) -> bool:
     k = rt.keys
     script = Scripts(rt.redis)["batch_gather"]
     keys = [k.batch_items, k.batch_gather(item.model), k.batch_gather_bytes, k.batch_in_api(batch)]
+    if prefix_hash:
+        keys.append(k.batch_prefix_seen(item.model, prefix_hash))
     job_id = str(item.job.get("id"))
     return bool(await script(keys=keys, args=[item.custom_id, item.model_dump_json(), item.model, job_id]))
