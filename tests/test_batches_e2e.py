@@ -264,3 +264,34 @@ async def test_budgets_hold_batch_rates_and_refuse_when_capped(redis_url: str) -
         assert broke == 5 and stats["requests"] == 5  # refused before any request was sent
     finally:
         await redis.aclose()
+
+
+async def test_auto_mode_goes_batch_only_when_the_deadline_leaves_room(redis_url: str) -> None:
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    # Expected batch latency 1 s + margin 1 s (FAST): a 1 s deadline is too near, a 1 h one is not.
+    jobs = {
+        "soon": {
+            "task": "summarize",
+            "prompt": "Summarise: soon.",
+            "constraints": {"mode": "auto", "deadline": "1s"},
+        },
+        "later": {
+            "task": "summarize",
+            "prompt": "Summarise: later.",
+            "constraints": {"mode": "auto", "deadline": "1h"},
+        },
+        "rt": {"task": "summarize", "prompt": "Summarise: now.", "constraints": {"mode": "realtime"}},
+    }
+    try:
+        with Fleet(redis_url, workers=1, api_args=("--batch-latency-s", "0.3"), **FAST) as fleet:
+            parsed = [parse_job({**j, "id": name}) for name, j in jobs.items()]
+            await Producer(redis, s).enqueue(parsed, batch="auto")
+            await wait_batch(s, redis, "auto", timeout=60)
+            stats = api_stats(fleet.api_url)
+        got = {r.job_id: r for r in await results_of(redis, s, list(jobs))}
+        assert got["later"].service_tier == "batch"
+        assert got["soon"].service_tier == "standard" and got["rt"].service_tier == "standard"
+        assert sum(m["requests"] for m in stats["models"].values()) == 2 and stats["batches"]["requests"] == 1
+    finally:
+        await redis.aclose()
