@@ -295,3 +295,34 @@ async def test_auto_mode_goes_batch_only_when_the_deadline_leaves_room(redis_url
         assert sum(m["requests"] for m in stats["models"].values()) == 2 and stats["batches"]["requests"] == 1
     finally:
         await redis.aclose()
+
+
+async def test_expired_near_the_deadline_reruns_realtime(redis_url: str) -> None:
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    # Batch while now + 6 s <= deadline (8 s after enqueue): the first try goes into a batch, and once
+    # 2 s have passed an expired request runs again realtime instead of in another batch.
+    env = {**FAST, "ROUTEQ_BATCH_EXPECTED_LATENCY_S": "6", "ROUTEQ_BATCH_DEADLINE_MARGIN_S": "0"}
+    job = {
+        "id": "late",
+        "task": "summarize",
+        "prompt": "[[mock:batch-expired]] Summarise: the deadline nears.",
+        "constraints": {"mode": "batch", "deadline": "8s"},
+    }
+    try:
+        with Fleet(redis_url, workers=1, api_args=("--batch-latency-s", "0.3"), **env) as fleet:
+            t0 = time.monotonic()
+            while int((await redis.pubsub_numsub(s.keys.limits_channel))[0][1]) < 1:  # the worker is up
+                assert time.monotonic() - t0 < 60
+                await asyncio.sleep(0.05)
+            await Producer(redis, s).enqueue([parse_job(job)], batch="late")
+            await wait_batch(s, redis, "late", timeout=60)
+            stats = api_stats(fleet.api_url)
+        (r,) = await results_of(redis, s, ["late"])
+        assert r.status == "done", r
+        *tries, last = r.attempts
+        assert tries and all(a.error_type == "batch_expired" for a in tries)
+        assert last.status == "ok" and last.service_tier == "standard"
+        assert sum(m["requests"] for m in stats["models"].values()) == 1
+    finally:
+        await redis.aclose()
