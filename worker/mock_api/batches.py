@@ -420,6 +420,7 @@ def _origin(request: web.Request) -> str:
 
 def add_batch_routes(app: web.Application, state: MockState) -> BatchStore:
     store = BatchStore(state)
+    state.batches = store
     r = app.router
     r.add_post("/v1/messages/batches", store.create)
     r.add_get("/v1/messages/batches", store.list_batches)
