@@ -26,14 +26,17 @@ from pydantic import (
     model_validator,
 )
 
+from jobs.schedule import Mode, check_deadline
 from jobs.tiers import Tier
 
 CONTRACT_VERSION = 1
+# Scheduling, not content: a job sent again with another mode or deadline is the same work.
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 NAME_MAX = 128
 NAME_RULE = f"1 to {NAME_MAX} characters, each a letter, digit, '-', '_' or '.'"
 # Fields that say where a job came from or how it travels, not what it asks: not part of its identity.
 _NOT_CONTENT = frozenset({"id", "internal_id", "trace_context", "source"})
+_NOT_CONSTRAINTS = frozenset({"mode", "deadline"})
 
 
 def name_problem(value: str) -> str | None:
@@ -63,8 +66,11 @@ def scoped_id(batch: str, caller_id: str) -> str:
 
 
 def content_digest(wire: dict[str, Any]) -> str:
-    """sha256 hex of a job document's content (everything but its ids, source and trace context)."""
+    """sha256 hex of a job document's content: everything but its ids, source and trace context, and
+    when it must be done (the producer pins a duration deadline to a time without changing the job)."""
     body = {k: v for k, v in wire.items() if k not in _NOT_CONTENT}
+    if isinstance(body.get("constraints"), dict):
+        body["constraints"] = {k: v for k, v in body["constraints"].items() if k not in _NOT_CONSTRAINTS}
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -184,6 +190,14 @@ class Constraints(_Strict):
     # "route": the router picks the tier; "cascade": start at the cheapest allowed tier and escalate
     # only answers whose check score reaches the tier's threshold. None: the task's default (settings).
     strategy: Literal["route", "cascade"] | None = None
+    # None: the worker's default (settings.default_mode / default_deadline).
+    mode: Mode | None = None
+    deadline: str | None = Field(default=None, description="ISO timestamp with a zone, or a duration: 6h")
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline(cls, v: str | None) -> str | None:
+        return None if v is None else check_deadline(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> Constraints:

@@ -153,6 +153,72 @@ class Keys:
         reserve before a call only in capped scopes."""
         return f"{self.prefix}:budget-capped"
 
+    # --- Message Batches (worker/batches/) ----------------------------------------------------
+    @property
+    def batch_items(self) -> str:
+        """Hash custom_id -> JSON of a request routed to a Message Batch, from gathering until its result
+        is ingested (HSETNX: a request is gathered once however often its job is delivered)."""
+        return f"{self.prefix}:mb:items"
+
+    def batch_gather(self, model: str) -> str:
+        """Sorted set custom_id -> ms first gathered: a model's requests waiting to be submitted."""
+        return f"{self.prefix}:mb:gather:{model}"
+
+    def batch_prefix_seen(self, model: str, prefix_hash: str) -> str:
+        """When a cached prefix was first gathered for the model (ms, PX 1 h): the gathering score of every
+        request sharing it, so they sit together and go into the same Message Batch."""
+        return f"{self.prefix}:mb:prefix:{model}:{prefix_hash}"
+
+    @property
+    def batch_gather_bytes(self) -> str:
+        """Hash model -> bytes of request JSON in that model's gathering set."""
+        return f"{self.prefix}:mb:gather-bytes"
+
+    def batch_size_cap(self, model: str) -> str:
+        """Requests per batch for the model after a 413 (PX): half of what was refused, until it expires."""
+        return f"{self.prefix}:mb:size-cap:{model}"
+
+    @property
+    def batch_in_api_count(self) -> str:
+        """Requests in submissions not yet ingested, all models: the batch processing-queue cap's count."""
+        return f"{self.prefix}:mb:in-api-count"
+
+    def batch_submitter(self, model: str) -> str:
+        """Lease (owner token, PX): the one process submitting a Message Batch for the model."""
+        return f"{self.prefix}:mb:submitter:{model}"
+
+    def batch_backoff(self, model: str) -> str:
+        """While it exists (PX), no batch is submitted for the model: a create was refused (413/429/5xx)."""
+        return f"{self.prefix}:mb:backoff:{model}"
+
+    def api_batch(self, sub_id: str) -> str:
+        """Hash of one submission: model, created_ms, owner, custom_ids (JSON), status, batch_id once known.
+        Written as an intent before ``create``; the batch id is added after it."""
+        return f"{self.prefix}:mb:sub:{sub_id}"
+
+    @property
+    def api_batches(self) -> str:
+        """Sorted set submission id -> created ms: every submission (`routeq batches`)."""
+        return f"{self.prefix}:mb:subs"
+
+    @property
+    def api_batches_open(self) -> str:
+        """Sorted set submission id -> created ms: submissions whose results are not all ingested."""
+        return f"{self.prefix}:mb:subs:open"
+
+    @property
+    def api_batch_ids(self) -> str:
+        """Set of API batch ids routeq has recorded (recovery adopts only batches not in it)."""
+        return f"{self.prefix}:mb:ids"
+
+    def api_batch_lock(self, sub_id: str) -> str:
+        """Short lock (PX) of the process polling/ingesting or recovering one submission."""
+        return f"{self.prefix}:mb:lock:{sub_id}"
+
+    def batch_in_api(self, batch: str) -> str:
+        """Set of a routeq batch's job ids whose request is in a Message Batch (for `routeq status`)."""
+        return f"{self.prefix}:batch:{batch}:in-api"
+
     # --- worker liveness (worker/recovery.py) -----------------------------------------------
     @property
     def recovery_owners(self) -> str:

@@ -27,6 +27,7 @@ from jobs.contract import Job, check_name
 from jobs.documents.limits import MAX_PDF_BYTES, MAX_PDF_PAGES
 from jobs.documents.store import MissingDocument, store_documents
 from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
+from jobs.schedule import pin_deadline
 from jobs.serialization import arq_job_payload
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER, Tier
@@ -207,6 +208,9 @@ class Producer:
                     )
                     continue
                 wire, digest = job.place(result.batch, owner)
+                if job.constraints.deadline is not None:
+                    # A duration counts from now; pinned here, where the job is accepted.
+                    wire["constraints"]["deadline"] = pin_deadline(job.constraints.deadline, time.time())
                 chunk.append(
                     Pending(
                         where,

@@ -45,9 +45,15 @@ REPORT_FIELDS: tuple[str, ...] = (
 
 
 def status_from(
-    batch: str, meta_raw: dict[bytes, bytes], agg: dict[str, int], accepted: int, dead: int
+    batch: str,
+    meta_raw: dict[bytes, bytes],
+    agg: dict[str, int],
+    accepted: int,
+    dead: int,
+    in_api: int = 0,
 ) -> dict[str, Any]:
-    """``batch_status`` from what it reads: meta hash, aggregate, accepted-set size, dead-letter count."""
+    """``batch_status`` from what it reads: meta hash, aggregate, accepted-set size, dead-letter count,
+    and how many requests wait in a Message Batch."""
     meta = _meta_ints(meta_raw)
     done, failed = agg.get("done", 0), agg.get("failed", 0)
     tenant = meta_raw.get(b"tenant")
@@ -62,6 +68,7 @@ def status_from(
         "failed": failed,
         "dead": int(dead),
         "pending": max(0, int(accepted) - done - failed),
+        "in_api_batch": int(in_api),  # of the pending: requests waiting in a Message Batch
     }
 
 
@@ -71,15 +78,18 @@ async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
         p.hgetall(keys.batch_agg(batch))
         p.scard(keys.batch_jobs(batch))
         p.hlen(keys.batch_dead(batch))
-        meta_raw, agg_raw, accepted, dead = await p.execute()
-    return status_from(batch, meta_raw, _ints(agg_raw), accepted, dead)
+        p.scard(keys.batch_in_api(batch))
+        meta_raw, agg_raw, accepted, dead, in_api = await p.execute()
+    return status_from(batch, meta_raw, _ints(agg_raw), accepted, dead, in_api)
 
 
 async def iter_results(
     redis: Redis, keys: Keys, batch: str, chunk: int = 500
 ) -> AsyncIterator[dict[str, Any]]:
-    """Every accepted job of the batch, finished or not (unfinished ones have status "pending")."""
+    """Every accepted job of the batch, finished or not (unfinished ones have status "pending", or
+    "in_api_batch" while their request waits in a Message Batch)."""
     ids = sorted(m.decode() for m in await aw(redis.smembers(keys.batch_jobs(batch))))
+    in_api = {m.decode() for m in await aw(redis.smembers(keys.batch_in_api(batch)))}
     for i in range(0, len(ids), chunk):
         part = ids[i : i + chunk]
         async with redis.pipeline(transaction=False) as p:
@@ -90,7 +100,8 @@ async def iter_results(
             if raw is None:
                 # the caller's id is what follows the content digest in the batch's id record
                 caller = rec.decode().partition(" ")[2] if rec else None
-                yield {"job_id": job_id, "id": caller, "status": "pending"}
+                status = "in_api_batch" if job_id in in_api else "pending"
+                yield {"job_id": job_id, "id": caller, "status": status}
             else:
                 yield JobResult.model_validate_json(raw).public()
 
@@ -126,6 +137,8 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
     # Shadow runs (quality monitoring) are spend too: the savings are net of them.
     shadow = agg.get(SHADOW_COST_FIELD, 0)
     total = cost + shadow
+    # What the same calls cost at standard rates; the gap to ``cost`` is the Message Batches discount.
+    standard = agg.get("standard_pusd", cost)
     prompt_in = sum(
         agg.get(f"tier:{t.value}:{k}", 0) for t in TIER_ORDER for k in TOKEN_KINDS if k != "output_tokens"
     )
@@ -142,12 +155,14 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
         "baseline_cost_usd": usd_float(baseline),
         "savings_pct": round(100.0 * (baseline - total) / baseline, 2) if baseline else 0.0,
         "routing_savings_usd": usd_float(baseline - uncached),
-        "cache_savings_usd": usd_float(uncached - cost),
+        "cache_savings_usd": usd_float(uncached - standard),
+        "batch_savings_usd": usd_float(standard - cost),
         "cache_hit_rate": round(reads / prompt_in, 4) if prompt_in else 0.0,
         "cost_pusd": cost,
         "shadow_cost_pusd": shadow,
         "total_cost_pusd": total,
         "baseline_pusd": baseline,
+        "standard_pusd": standard,
         "tiers": tiers,
         "escalated": agg.get("escalated", 0),
         "escalated_why": {
@@ -194,7 +209,7 @@ def render_report(rep: dict[str, Any]) -> str:
     lines.append(f"{'all on ' + Tier.opus.value + ', no caching':<30}${rep['baseline_cost_usd']:.6f}")
     lines.append(
         f"{'savings':<30}{rep['savings_pct']:.1f}%  (routing ${rep['routing_savings_usd']:.6f}, "
-        f"caching ${rep['cache_savings_usd']:.6f}"
+        f"caching ${rep['cache_savings_usd']:.6f}, batch discount ${rep.get('batch_savings_usd', 0.0):.6f}"
         + (f", less shadow checks ${rep['shadow_cost_usd']:.6f}" if rep.get("shadow_cost_pusd") else "")
         + f"; cache hit rate {100 * rep['cache_hit_rate']:.1f}%)"
     )

@@ -109,6 +109,7 @@ class Attempt(BaseModel):
     check_score: float | None = None  # answer check score in [0, 1]; 1 = a hard check failed
     check_reasons: list[str] = Field(default_factory=list)
     check_signal: str | None = None  # the signal that weighed most in the score (why it escalated)
+    service_tier: str | None = None  # usage.service_tier of a paid answer: "standard" | "batch" | ...
 
 
 JobStatus = Literal["done", "failed"]
@@ -136,6 +137,8 @@ class JobResult(BaseModel):
     cost: Cost = Field(default_factory=Cost)
     baseline_cost_pusd: int = 0  # same tokens on the top tier, no caching
     uncached_cost_pusd: int = 0  # same tokens on the tiers actually used, no caching
+    standard_cost_pusd: int = 0  # same calls (caching included) at standard rates: no batch discount
+    service_tier: str | None = None  # of the answer the job ended with
     route: RouteRecord | None = None
     cache: dict[str, Any] = Field(default_factory=dict)
     attempts: list[Attempt] = Field(default_factory=list)
@@ -209,6 +212,8 @@ def aggregate_increments(r: JobResult) -> dict[str, int]:
         "cost_pusd": r.cost.total_pusd,
         "baseline_pusd": r.baseline_cost_pusd,
         "uncached_pusd": r.uncached_cost_pusd,
+        # Results written before this field existed cost what they cost at standard rates.
+        "standard_pusd": r.standard_cost_pusd or r.cost.total_pusd,
         "attempts": len(r.attempts),
     }
     ups = [a for a in r.attempts if a.status in ("escalated", "check_failed")]

@@ -12,12 +12,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.catalog import Catalog, ModelSpec, load_catalog
 from jobs.contract import PdfMode, TaskType
 from jobs.keys import Keys
+from jobs.schedule import Mode, check_deadline
 from jobs.tiers import Tier
 
 
@@ -147,8 +148,31 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(default=7 * 86400, ge=60)
     job_expiry_s: int = Field(default=7 * 86400, ge=60)
 
+    # --- Message Batches (half price for work that can wait) ---------------------------------------
+    # For jobs whose constraints name no mode / deadline of their own.
+    default_mode: Mode = "realtime"
+    default_deadline: str | None = None
+    # What routeq assumes an API batch takes from create to ended, and the slack kept before a
+    # deadline: a job whose deadline is nearer than both goes realtime instead.
+    batch_expected_latency_s: float = Field(default=3600.0, ge=0)
+    batch_deadline_margin_s: float = Field(default=600.0, ge=0)
+    # Gathering: a model's set is submitted once it holds this many requests or bytes, or its oldest
+    # request has waited this long.
+    batch_max_requests: int = Field(default=10_000, ge=1, le=100_000)
+    batch_max_bytes: int = Field(default=128 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    batch_window_s: float = Field(default=30.0, ge=0)
+    batch_poll_s: float = Field(default=30.0, gt=0)
+    # The API's cap on requests waiting in the batch processing queue, shared by all models and held
+    # across the fleet (None: not limited by routeq).
+    batch_queue_cap: int | None = Field(default=None, ge=1)
+
     # --- observability ----------------------------------------------------------------------------
     trace_content: bool = False
+
+    @field_validator("default_deadline")
+    @classmethod
+    def _deadline(cls, v: str | None) -> str | None:
+        return None if v is None else check_deadline(v)
 
     # --- web UI (worker/web) ----------------------------------------------------------------------
     # SecretStr: never in repr, logs or tracebacks. Required unless `routeq ui --no-auth` on loopback.

@@ -10,8 +10,10 @@ from jobs.catalog import ModelSpec, load_catalog
 from jobs.results import Cost, Usage
 from worker.pricing import (
     baseline_cost,
+    is_batch_tier,
     max_cost,
     price_call,
+    price_response,
     rates_are_exact,
     uncached_cost,
 )
@@ -222,3 +224,23 @@ def test_fractional_rates_reconcile_within_bound() -> None:
     half = spec(entry("2026-01-01", "0.0000005"))
     assert price_call(half, Usage(input_tokens=1), DAY).input_pusd == 0
     assert price_call(half, Usage(input_tokens=3), DAY).input_pusd == 2
+
+
+def test_price_follows_the_responses_service_tier() -> None:
+    """Batch rates only when the API says the answer was billed at the batch tier; caching stacks."""
+    haiku = CAT.spec("claude-haiku-4-5")
+    u = Usage(
+        input_tokens=1, output_tokens=1, cache_write_5m_tokens=1, cache_write_1h_tokens=1, cache_read_tokens=1
+    )
+    batch = price_response(haiku, u, DAY, "batch")
+    # claude-haiku-4-5: 1 USD/MTok input = 1e6 pico-USD a token; in a batch read 0.05x, 5m write 0.625x,
+    # 1h write 1.0x of base input, output 2.5x.
+    assert (batch.input_pusd, batch.cache_read_pusd) == (500_000, 50_000)
+    assert (batch.cache_write_5m_pusd, batch.cache_write_1h_pusd, batch.output_pusd) == (
+        625_000,
+        1_000_000,
+        2_500_000,
+    )
+    for tier in ("standard", "priority", None, "BATCH"):
+        assert price_response(haiku, u, DAY, tier) == price_call(haiku, u, DAY)
+    assert is_batch_tier("batch") and not is_batch_tier("standard") and not is_batch_tier(None)

@@ -382,3 +382,20 @@ async def test_sdk_spans_off_with_open_telemetry_false_and_key_never_exported(
     spans = traced.wait_for(lambda s: len(s) == 1)
     assert [s["name"] for s in spans] == ["chat claude-haiku-4-5"]
     assert traced.raw and not any(SECRET_KEY.encode() in body for body in traced.raw)
+
+
+def test_api_batch_span_links_the_attempts_that_gathered_its_requests(traced: OtlpReceiver) -> None:
+    carriers = []
+    for i in range(2):
+        with tracing.attempt_span(make_job(i), job_try=1, queue=QUEUE):
+            carriers.append(telemetry.inject_context())
+    with tracing.api_batch_span("claude-haiku-4-5", 3, [*carriers, {}]) as span:
+        span.set_attribute("anthropic.message.batch.id", "msgbatch_x")
+    flush()
+    spans = traced.wait_for(lambda s: len(by_name(s, "batch claude-haiku-4-5")) == 1)
+    (batch,) = by_name(spans, "batch claude-haiku-4-5")
+    assert batch["kind"] == "CLIENT" and batch["attributes"]["anthropic.message.batch.id"] == "msgbatch_x"
+    attempts = by_name(spans, tracing.attempt_span_name(QUEUE))
+    assert {(ln["trace_id"], ln["span_id"]) for ln in batch["links"]} == {
+        (a["trace_id"], a["span_id"]) for a in attempts
+    }

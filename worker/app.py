@@ -22,6 +22,8 @@ from jobs.serialization import deserialize, serialize
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER
 from worker import calibration_store, logsafe, metrics
+from worker.batches import loop as batch_loop
+from worker.batches.metrics import BatchQueueCollector
 from worker.budget import Budgets
 from worker.cache import CacheWarmer
 from worker.limits import TierGate
@@ -115,7 +117,7 @@ async def _queues_idle(rt: Runtime, workers: list[Worker]) -> bool:
         for w in workers:
             p.zcard(w.queue_name)
         counts = await p.execute()
-    return not any(counts)
+    return not any(counts) and await batch_loop.idle(rt)
 
 
 async def run(
@@ -143,6 +145,11 @@ async def run(
     server = None
     if port is not None:
         rt.metrics.watch_queues(settings.redis_url or "", settings.keys)
+        rt.metrics.registry.register(
+            BatchQueueCollector.from_url(
+                settings.redis_url or "", settings.keys, [settings.model_for(t) for t in TIER_ORDER]
+            )
+        )
         server = metrics.start_metrics_server(port, rt.metrics.registry, health)
     beat = asyncio.ensure_future(metrics.heartbeat(health))
     ui = None
@@ -166,6 +173,7 @@ async def run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drain, sig)
     mains = [asyncio.ensure_future(w.async_run()) for w in workers]
+    batch_task = asyncio.ensure_future(batch_loop.run_forever(rt, token, stopping))
 
     async def burst_watch() -> None:
         idle_rounds = 0
@@ -186,6 +194,7 @@ async def run(
     finally:
         beat.cancel()
         calibration.cancel()
+        batch_task.cancel()
         if watcher:
             watcher.cancel()
         for w in workers:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +119,16 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
     except sources.InputError as e:
         print(f"routeq enqueue: {e}", file=sys.stderr)
         return 1
+    items: Iterator[Any] = source.items
+    if args.mode or args.deadline:
+        from jobs.schedule import with_schedule
+
+        items = with_schedule(items, args.mode, args.deadline)
     progress = Progress(source.total or 0)
     telemetry.setup_tracing("routeq-producer")  # no-op unless OTEL_* asks for an exporter
     try:
         res = await Producer(redis, settings).enqueue(
-            source.items, batch=batch, tenant=tags.get("tenant"), on_progress=progress
+            items, batch=batch, tenant=tags.get("tenant"), on_progress=progress
         )
     except BatchRefused as e:
         print(f"routeq enqueue: {e}", file=sys.stderr)
@@ -155,6 +160,15 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
             file=sys.stderr,
         )
     return 1 if res.rejected else 0
+
+
+def _deadline_arg(text: str) -> str:
+    from jobs.schedule import check_deadline
+
+    try:
+        return check_deadline(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # --- reading back -----------------------------------------------------------------------------------
@@ -206,6 +220,32 @@ async def _dead(redis: Any, settings: Settings, args: argparse.Namespace) -> int
     else:
         for job_id, cause in dead.items():
             print(f"{job_id}\t{cause.get('error_type')}\t{cause.get('error')}")
+    return 0
+
+
+async def _batches(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from worker.batches.listing import list_batches, render
+
+    rows = await list_batches(redis, settings.keys)
+    print(orjson.dumps(rows).decode() if args.json else render(rows))
+    return 0
+
+
+async def _cancel(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from worker.app import build_runtime
+    from worker.batches.cancel import cancel_batch
+
+    rt = await build_runtime(settings)
+    try:
+        got = await cancel_batch(rt, args.batch)
+    finally:
+        await rt.gate.close()
+        await rt.client.close()
+        await rt.redis.aclose()
+    print(
+        f"batch {args.batch}: {got['gathered_canceled']} gathered requests canceled, "
+        f"{got['api_batches_canceled']} API batches canceled"
+    )
     return 0
 
 
@@ -279,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tag", action="append", default=[], metavar="K=V", help="tenant=, batch= or a free label"
     )
     e.add_argument("--batch", help="batch id (default: the first job's tags.batch, else a new one)")
+    e.add_argument("--mode", choices=["realtime", "batch", "auto"], help="realtime, Message Batches, or auto")
+    e.add_argument("--deadline", type=_deadline_arg, help="answer due by: ISO timestamp or duration like 6h")
     e.add_argument("--json", action="store_true")
     e.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="list skipped files"
@@ -300,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("batch")
         sp.add_argument("--json", action="store_true")
         sp.set_defaults(func=_redis_command(fn))
+    mb = sub.add_parser("batches", help="routeq's Message Batches: id, model, status, counts, age, expiry")
+    mb.add_argument("--json", action="store_true")
+    mb.set_defaults(func=_redis_command(_batches))
+    cn = sub.add_parser(
+        "cancel", help="cancel a batch's batch-mode requests and the API batches holding them"
+    )
+    cn.add_argument("batch")
+    cn.set_defaults(func=_redis_command(_cancel))
     r = sub.add_parser("results", help="a batch's per-job results as JSONL")
     r.add_argument("batch")
     r.add_argument("--out", help="write to this file instead of stdout")

@@ -22,6 +22,7 @@ class CallResult:
     message_id: str
     request_id: str | None
     latency_ms: int
+    service_tier: str = "standard"  # as the API reports it: what the call is billed at
 
 
 def make_client(settings: Settings) -> AsyncAnthropic:
@@ -70,4 +71,5 @@ async def call(
         message_id=msg.get("id") or "",
         request_id=raw.headers.get("request-id"),
         latency_ms=latency_ms,
+        service_tier=(msg.get("usage") or {}).get("service_tier") or "standard",
     )

@@ -35,6 +35,8 @@ def build_result(
     usage, cost = totals(attempts)
     baseline = pricing.baseline_cost(settings.spec_for(TOP_TIER), usage, today)
     uncached = sum(pricing.uncached_cost(settings.spec_for(a.tier), a.usage, today) for a in attempts)
+    # the same calls at standard rates: the gap to ``cost`` is the Message Batches discount
+    standard = sum(pricing.price_call(settings.spec_for(a.tier), a.usage, today).total_pusd for a in attempts)
     return JobResult(
         job_id=job.job_id,
         id=job.id,
@@ -48,6 +50,8 @@ def build_result(
         cost=cost,
         baseline_cost_pusd=baseline,
         uncached_cost_pusd=uncached,
+        standard_cost_pusd=standard,
+        service_tier=next((a.service_tier for a in reversed(attempts) if a.service_tier), None),
         route=route,
         cache=cache_info,
         attempts=attempts,

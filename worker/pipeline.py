@@ -29,6 +29,7 @@ from jobs.sources import explain
 from jobs.tiers import TOP_TIER, Tier
 from worker import cache, pricing, retry, router, tracing
 from worker.attempt import AttemptScope
+from worker.batches import gather as batches
 from worker.budget import Reservation, token_for
 from worker.cache import WarmDecision
 from worker.checks import NotJSON, parse_json_output
@@ -51,6 +52,10 @@ class Parked(Exception):
     """The job moved to a tier queue; this run is over without an outcome."""
 
 
+class InBatch(Exception):
+    """The request went to a Message Batch; its outcome is recorded when the result is ingested."""
+
+
 class Stopped(Exception):
     """The run recorded its outcome early (e.g. refused by a budget)."""
 
@@ -65,10 +70,14 @@ async def process_job(ctx: dict[str, Any], payload: Any, parked: str | None = No
     queue = rt.keys.tier_queue(parked) if parked else rt.keys.intake_queue
     with tracing.attempt_span(job, job_try, queue):
         run = JobRun(rt, job, job_try, Tier(parked) if parked else None, payload)
+        if isinstance(ctx.get("enqueue_time"), dt.datetime):
+            run.enqueued_at = ctx["enqueue_time"].timestamp()
         try:
             return await run.run()
         except Parked:
             return "parked"
+        except InBatch:
+            return "in_batch"
         except Stopped:
             return "stopped"
         except Retry:
@@ -132,6 +141,7 @@ class JobRun:
         self.attempts: list[Attempt] = []
         self.planner = RequestPlanner(rt, job, self.batch, self.today)
         self.strategy = self.s.strategy_for(job.task, job.constraints.strategy)
+        self.enqueued_at = time.time()  # arq's enqueue time when known: durations count from it
 
     # ------------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -174,6 +184,16 @@ class JobRun:
         overloads = 0
         errors = sum(1 for a in self.attempts if a.status == "error")
         while True:
+            if self.parked is None and self.job_mode() != "realtime":
+                deadline_at = batches.deadline_of(self)
+                if batches.route_now(self, deadline_at) == "batch":
+                    refused = await batches.gather(self, route, tier, deadline_at)
+                    if isinstance(refused, bool):
+                        raise InBatch()
+                    if self.s.budget_action == "hold":
+                        raise Retry(defer=60)
+                    await self.finish_failed(None, "budget", refused.reason)
+                    raise Stopped()
             if self.parked is None and self.rt.gate.waiting(tier):
                 await self.park(tier)  # saturated (jobs of ours wait in its line): no need to plan first
             plan, ttl = await self.plan(tier)
@@ -257,6 +277,7 @@ class JobRun:
                 stop_reason=res.stop_reason,
                 request_id=res.request_id,
                 started_at=time.time(),
+                service_tier=res.service_tier,
                 error=f"answer failed checks: {', '.join(failures)}" if failures else None,
                 error_type="check_failed" if failures else None,
                 check_score=round(check.score, 4),
@@ -294,6 +315,9 @@ class JobRun:
         """The score at or above which this tier's answer escalates: calibrated, else the settings'."""
         calibrated = self.rt.cascade_thresholds.get(self.job.task.value, {})
         return calibrated.get(tier.value, self.s.cascade_thresholds.get(tier, 1.0))
+
+    def job_mode(self) -> str:
+        return self.job.constraints.mode or self.s.default_mode
 
     # ------------------------------------------------------------------------------------------------
     async def plan(self, tier: Tier) -> tuple[cache.RequestPlan, cache.Ttl | None]:
@@ -413,7 +437,7 @@ class JobRun:
             except Exception as e:
                 tracing.record_genai_error(span, retry.classify(e).kind)
                 raise
-            cost = pricing.price_call(spec, res.usage, self.today)
+            cost = pricing.price_response(spec, res.usage, self.today, res.service_tier)
             tracing.record_genai_result(
                 span,
                 response_model=res.model,

@@ -76,6 +76,19 @@ def price_call(spec: ModelSpec, usage: Usage, day: dt.date, batch: bool = False)
     )
 
 
+BATCH_TIER = "batch"
+
+
+def is_batch_tier(service_tier: str | None) -> bool:
+    """Whether a response's ``usage.service_tier`` bills it at the Message Batches discount."""
+    return service_tier == BATCH_TIER
+
+
+def price_response(spec: ModelSpec, usage: Usage, day: dt.date, service_tier: str | None) -> Cost:
+    """The cost of one answered request, at the rates its own ``service_tier`` says it was billed at."""
+    return price_call(spec, usage, day, batch=is_batch_tier(service_tier))
+
+
 def _uncached(usage: Usage) -> Usage:
     return Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens)
 

@@ -256,3 +256,20 @@ def record_genai_error(span: Span, error_type: str) -> None:
     """A failed call that the pipeline handles without raising (e.g. a 529 it will retry)."""
     span.set_attribute("error.type", error_type)
     span.set_status(Status(StatusCode.ERROR, error_type))
+
+
+# Links per API batch span: the SDK keeps 128 by default; more would be dropped silently anyway.
+MAX_BATCH_LINKS = 128
+
+
+@contextmanager
+def api_batch_span(model: str, requests: int, carriers: Sequence[Mapping[str, str]]) -> Iterator[Span]:
+    """A CLIENT span per Message Batch create, linked to the attempt spans of (up to 128 of) its jobs."""
+    links = [ln for c in carriers[:MAX_BATCH_LINKS] if (ln := producer_link(c)) is not None]
+    attrs = {
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": model,
+        "routeq.batch.requests": requests,
+    }
+    with _span(f"batch {model}", kind=SpanKind.CLIENT, links=links, attributes=attrs) as span:
+        yield span

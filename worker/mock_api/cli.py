@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--replay", type=Path, default=None, help='JSONL of {"prompt", "answers": {tier or model: text}}'
     )
+    parser.add_argument(
+        "--batch-latency-s", type=float, default=None, help="Message Batches: seconds from create to ended"
+    )
+    parser.add_argument(
+        "--batch-create-delay-s", type=float, default=0.0, help="Message Batches: create answers this late"
+    )
     parser.add_argument("--hang-s", type=float, default=600.0, help="longest hang of a 'timeout' fault")
 
 
@@ -50,6 +56,9 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
     cfg.hang_s = args.hang_s
     if args.replay is not None:
         cfg.replay = load_replay(args.replay)
+    cfg.batch_create_delay_s = args.batch_create_delay_s
+    if args.batch_latency_s is not None:
+        cfg.batch_latency_s = args.batch_latency_s
     return cfg
 
 

@@ -68,6 +68,15 @@ class MockConfig:
     hang_s: float = 600.0
     # retry-after (seconds) sent with injected 429s; limiter 429s compute their own.
     retry_after_s: int = 1
+    # Message Batches: seconds from create to ended, and the create-time limits.
+    batch_latency_s: float = 2.0
+    batch_max_requests: int = 100_000
+    batch_max_bytes: int = 256 * 1024 * 1024
+    # Requests that may wait in the processing queue across all batches; None: unlimited.
+    batch_queue_cap: int | None = None
+    # Seconds create holds its response after the batch exists (a client dying in that window leaves
+    # a batch it never learned the id of).
+    batch_create_delay_s: float = 0.0
     # Monotonic seconds; tests inject a fake one to expire cache entries and refill buckets.
     clock: Clock = time.monotonic
     # Recorded answers to replay (``--replay``); None: synthetic answers only.
@@ -139,6 +148,8 @@ def load_config_file(path: str | Path, base: MockConfig | None = None) -> MockCo
         cfg.ms_per_output_token = float(raw["ms_per_output_token"])
     if "seed" in raw:
         cfg.seed = int(raw["seed"])
+    if "batch_latency_s" in raw:
+        cfg.batch_latency_s = float(raw["batch_latency_s"])
     if "faults" in raw:
         cfg.faults = FaultPlan.from_json(raw["faults"])
     return cfg

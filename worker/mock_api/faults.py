@@ -31,7 +31,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "403",
 )
 SLOW = "slow"
-_ALL_KINDS = frozenset((*FAULT_KINDS, SLOW))
+# Per-request outcomes inside a Message Batch (never drawn for realtime requests).
+BATCH_KINDS: tuple[str, ...] = ("batch_expired", "batch_errored")
+_ALL_KINDS = frozenset((*FAULT_KINDS, SLOW, *BATCH_KINDS))
 DEFAULT_SLOW_MS = 2000.0
 
 
@@ -143,6 +145,20 @@ class FaultInjector:
         r = self._rng.random()
         for bound, kind in res.cumulative:
             if r < bound:
+                return kind
+        return None
+
+    def pick_batch(self, model: str) -> str | None:
+        probs = self._plan.for_model(model)
+        acc, r = 0.0, None
+        for kind in BATCH_KINDS:
+            p = probs.get(kind, 0.0)
+            if p <= 0:
+                continue
+            if r is None:
+                r = self._rng.random()
+            acc += p
+            if r < acc:
                 return kind
         return None
 

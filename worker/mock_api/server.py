@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from worker.mock_api.answers import active_markers, make_answer
+from worker.mock_api.batches import BatchStore, add_batch_routes
 from worker.mock_api.caching import PromptCache
 from worker.mock_api.config import MockConfig, ModelSpec
 from worker.mock_api.errors import ApiError, invalid
@@ -75,6 +76,7 @@ class MockState:
         self.stats = Stats()
         self._specs: dict[str, ModelSpec | None] = {}
         self._limiters: dict[str, ModelLimiter] = {}
+        self.batches: BatchStore | None = None  # set by add_batch_routes
 
     def spec(self, model: str) -> ModelSpec:
         if model not in self._specs:
@@ -249,6 +251,8 @@ class Handlers:
         return _json(200, {"status": "ok"}, {})
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
+        if self.s.batches is not None:
+            self.s.batches.finalize_due()  # counts of batches due by now, even if no one polled them
         return _json(200, self.s.stats.to_json(), {})
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
@@ -284,6 +288,7 @@ def build_app(state: MockState) -> web.Application:
     r.add_post("/_reset", h.reset)
     r.add_get("/_faults", h.get_faults)
     r.add_post("/_faults", h.set_faults)
+    add_batch_routes(app, state)
     r.add_route("*", "/{tail:.*}", h.not_found)
     return app
 

@@ -54,6 +54,30 @@ class ModelStats:
 
 
 @dataclass(slots=True)
+class BatchStats:
+    """Message Batches totals; duplicate_requests counts billed requests equal to an earlier billed one."""
+
+    created: int = 0
+    requests: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    expired: int = 0
+    canceled: int = 0
+    duplicate_requests: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "created": self.created,
+            "requests": self.requests,
+            "succeeded": self.succeeded,
+            "errored": self.errored,
+            "expired": self.expired,
+            "canceled": self.canceled,
+            "duplicate_requests": self.duplicate_requests,
+        }
+
+
+@dataclass(slots=True)
 class Stats:
     models: dict[str, ModelStats] = field(default_factory=dict)
     faults: Counter[str] = field(default_factory=Counter)
@@ -61,6 +85,9 @@ class Stats:
     count_tokens: int = 0
     # Document blocks of billed requests, by source media type.
     documents: Counter[str] = field(default_factory=Counter)
+    batches: BatchStats = field(default_factory=BatchStats)
+    # Requests answered inside Message Batches, per model, kept apart from realtime ones.
+    batch_models: dict[str, ModelStats] = field(default_factory=dict)
 
     def model(self, name: str) -> ModelStats:
         got = self.models.get(name)
@@ -68,9 +95,19 @@ class Stats:
             got = self.models[name] = ModelStats()
         return got
 
+    def batch_model(self, name: str) -> ModelStats:
+        got = self.batch_models.get(name)
+        if got is None:
+            got = self.batch_models[name] = ModelStats()
+        return got
+
     def to_json(self) -> dict[str, Any]:
+        models = {k: v.to_json() for k, v in self.models.items()}
+        for name, b in self.batch_models.items():
+            models.setdefault(name, ModelStats().to_json())["batch"] = b.to_json()
         return {
-            "models": {k: v.to_json() for k, v in self.models.items()},
+            "models": models,
+            "batches": self.batches.to_json(),
             "faults": dict(self.faults),
             "jobs": dict(self.jobs),
             "count_tokens": self.count_tokens,

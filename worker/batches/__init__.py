@@ -1,0 +1,1 @@
+"""Message Batches mode: gather routed requests per model, submit, poll and ingest results crash-safely."""
