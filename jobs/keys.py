@@ -103,6 +103,10 @@ class Keys:
         """String with a PX expiry: while it exists the tier is cooling down after a 429/529."""
         return f"{self.prefix}:limits:{tier}:cooldown"
 
+    def outage(self, tier: Tier | str) -> str:
+        """Counter with a PX expiry: failed probes of the API in the tier's current outage."""
+        return f"{self.prefix}:limits:{tier}:outage"
+
     @property
     def limits_config(self) -> str:
         """Hash tier:field -> value: runtime overrides of the settings' limits (`routeq limits set`)."""

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=6, ge=1)
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=30.0, ge=0)
+    # How long a job keeps waiting out an API outage (connection errors, timeouts), which spends none of
+    # its attempts, before it fails.
+    outage_patience_s: float = Field(default=600.0, gt=0)
     escalate_on_overload: bool = True
     overload_escalate_after: int = Field(default=3, ge=1)
     escalation: bool = True

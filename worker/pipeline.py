@@ -163,7 +163,7 @@ class JobRun:
         ceiling = self.job.constraints.high
         escalations = sum(1 for a in self.attempts if a.status == "check_failed")
         overloads = 0
-        errors = sum(1 for a in self.attempts if a.status == "error")
+        errors = sum(1 for a in self.attempts if a.status == "error" and retry.spends_attempt(a.error_type))
         while True:
             if self.parked is None and self.rt.gate.waiting(tier):
                 await self.park(tier)  # saturated (jobs of ours wait in its line): no need to plan first
@@ -176,6 +176,7 @@ class JobRun:
                 raise
             n = len(self.attempts) + 1
             reservation = await self.reserve_budget(tier, plan, n, admission, leader)
+            started_at, t0 = time.time(), time.perf_counter()
             try:
                 res, cost = await self.call(tier, plan, ttl)
             except asyncio.CancelledError:
@@ -183,12 +184,9 @@ class JobRun:
                 raise
             except Exception as e:
                 fault = retry.classify(e)
+                latency_ms = int((time.perf_counter() - t0) * 1000)
                 await self._release_all(admission, reservation, leader)
-                if fault.cooldown_tier:
-                    await self.rt.gate.cooldown(
-                        tier, 5.0 if fault.retry_after_s is None else fault.retry_after_s, fault.kind
-                    )
-                    self.rt.metrics.observe_cooldown(tier, fault.kind)
+                await self.cool_down(tier, fault)
                 attempt = Attempt(
                     n=n,
                     tier=tier,
@@ -196,12 +194,15 @@ class JobRun:
                     status="error",
                     error_type=fault.kind,
                     error=fault.message,
+                    latency_ms=latency_ms,
                     wait_ms=int(admission.wait_ms),
-                    started_at=time.time(),
+                    started_at=started_at,
                 )
                 await self.save(attempt)
-                errors += 1
+                if retry.spends_attempt(fault.kind):
+                    errors += 1
                 overloads = overloads + 1 if fault.escalatable else 0
+                since = retry.outage_started_at([(a.error_type, a.started_at) for a in self.attempts])
                 action = retry.next_action(
                     fault,
                     attempt=errors,
@@ -213,6 +214,8 @@ class JobRun:
                     base_s=self.s.backoff_base_s,
                     max_s=self.s.backoff_max_s,
                     rng=self.rt.rng,
+                    outage_s=0.0 if since is None else max(0.0, time.time() - since),
+                    outage_patience_s=self.s.outage_patience_s,
                 )
                 if action.kind == "retry":
                     await asyncio.sleep(action.delay_s)
@@ -450,6 +453,20 @@ class JobRun:
                 trace_content=self.s.trace_content,
             )
         return res, cost
+
+    async def cool_down(self, tier: Tier, fault: retry.Fault) -> None:
+        """Pause the tier fleet-wide after a 429/529 (as the server asked) or an outage (growing steps)."""
+        if fault.outage:
+            left, streak = await self.rt.gate.outage(
+                tier, fault.kind, retry.OUTAGE_COOLDOWNS_S, retry.OUTAGE_STREAK_RESET_S
+            )
+            if streak == 1 or left >= retry.OUTAGE_COOLDOWNS_S[-1]:
+                log.warning("tier %s: API unreachable (%s); pausing %.0fs", tier, fault.describe(), left)
+        elif fault.cooldown_tier:
+            await self.rt.gate.cooldown(tier, retry.cooldown_s(fault), fault.kind)
+        else:
+            return
+        self.rt.metrics.observe_cooldown(tier, fault.kind)
 
     async def _release_all(
         self, admission: Admission | None, reservation: Reservation | None, leader: WarmDecision | None
