@@ -11,12 +11,13 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 from typing import Any
 
 from arq.worker import Worker, func
 
 from jobs import telemetry
-from jobs.connections import connect
+from jobs.connections import RedisUnavailable, connect, redis_target
 from jobs.keys import JOB_FUNCTION
 from jobs.serialization import deserialize, serialize
 from jobs.settings import Settings
@@ -118,7 +119,55 @@ async def _queues_idle(rt: Runtime, workers: list[Worker]) -> bool:
     return not any(counts)
 
 
+def _burst_stop_filter(record: logging.LogRecord) -> bool:
+    """Hide arq's "shutdown on SIGUSR1" line: a burst worker stops because its queues are empty."""
+    return not (isinstance(record.msg, str) and record.msg.startswith("shutdown on"))
+
+
+class CannotStart(RuntimeError):
+    """The worker cannot run as configured; the message is one line saying why."""
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a metrics port another process holds before connecting anything."""
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as e:
+            raise CannotStart(f"metrics port {port} is not free ({e.strerror or e})") from None
+
+
+async def wait_for_redis(settings: Settings, max_delay_s: float = 30.0) -> None:
+    """Until Redis answers: one line when it does not, then quiet retries with capped backoff.
+
+    A wrong URL or password is not retried: it raises ``RedisUnavailable``."""
+    delay, logged = 1.0, False
+    while True:
+        try:
+            probe = await connect(settings, fail_fast=True)
+        except RedisUnavailable as e:
+            if not e.retryable:
+                raise
+            if not logged:
+                log.warning("%s; retrying with backoff (at most %.0fs apart)", e, max_delay_s)
+                logged = True
+            await asyncio.sleep(delay)
+            delay = min(max_delay_s, delay * 2)
+            continue
+        await probe.aclose()
+        if logged:
+            log.info("redis at %s answers; starting", redis_target(settings.redis_url or ""))
+        return
+
+
 async def run(settings: Settings, *, burst: bool = False, metrics_port: int | None = None) -> int:
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    if port is not None:
+        check_port_free(port)
+    await wait_for_redis(settings)
     telemetry.setup_tracing("routeq-worker")
     rt = await build_runtime(settings)
     token = new_owner_token(rt.owner)
@@ -130,7 +179,6 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
     # call in flight on this worker whenever one comes; afterwards collections scan only job garbage.
     gc.collect()
     gc.freeze()
-    port = metrics_port if metrics_port is not None else settings.metrics_port
     health = metrics.Health()
     server = None
     if port is not None:
@@ -159,6 +207,8 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
             await asyncio.sleep(0.25)
             idle_rounds = idle_rounds + 1 if await _queues_idle(rt, workers) else 0
             if idle_rounds >= 3:  # empty across all queues for ~0.75 s: nothing parked in flight either
+                log.info("queues empty, exiting")
+                logging.getLogger("arq.worker").addFilter(_burst_stop_filter)
                 for w in workers:
                     w.handle_sig(signal.SIGUSR1)
                 return

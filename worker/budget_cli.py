@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from jobs.connections import settings_with_redis
+from jobs.connections import cli_client, settings_with_redis
 from jobs.results import pico_to_usd
 from jobs.settings import Settings
 from worker.budget import SCOPES, Budgets, fmt_usd, usd_to_pusd
@@ -62,7 +62,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str] | None:
 
 def _budgets(settings: Settings) -> tuple[Redis, Budgets]:
     assert settings.redis_url is not None
-    redis = Redis.from_url(settings.redis_url)
+    redis = cli_client(settings.redis_url)
     return redis, Budgets(redis, settings.keys, token_ttl_s=settings.result_ttl_s)
 
 

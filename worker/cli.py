@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -12,10 +13,11 @@ from typing import Any
 
 import orjson
 
-from jobs.connections import NoRedisConfigured, connect
+from jobs.connections import connect
 from jobs.contract import TaskType
 from jobs.settings import Settings
 from worker import eventloop
+from worker.cli_errors import CliError, run_command
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -27,17 +29,13 @@ def _redis_command(fn: Callable[[Any, Settings, argparse.Namespace], Awaitable[i
         settings = Settings()
 
         async def go() -> int:
-            redis = await connect(settings)
+            redis = await connect(settings, fail_fast=True)
             try:
                 return await fn(redis, settings, args)
             finally:
                 await redis.aclose()
 
-        try:
-            return asyncio.run(go())
-        except NoRedisConfigured as e:
-            print(f"routeq: {e}", file=sys.stderr)
-            return 2
+        return asyncio.run(go())
 
     return handler
 
@@ -132,8 +130,7 @@ async def _status(redis: Any, settings: Settings, args: argparse.Namespace) -> i
 
     st = await batch_status(redis, settings.keys, args.batch)
     if not st["exists"]:
-        print(f"routeq status: no batch {args.batch!r}", file=sys.stderr)
-        return 1
+        raise CliError(f"no batch {args.batch!r}", code=1)
     if args.json:
         print(orjson.dumps(st).decode())
     else:
@@ -141,26 +138,58 @@ async def _status(redis: Any, settings: Settings, args: argparse.Namespace) -> i
     return 0
 
 
+async def _require_batch(redis: Any, settings: Settings, batch: str) -> None:
+    """An unknown batch is the same error, exit 1, in every command that reads one."""
+    from jobs.reports import batch_status
+
+    if not (await batch_status(redis, settings.keys, batch))["exists"]:
+        raise CliError(f"no batch {batch!r}", code=1)
+
+
+def _out_path(raw: str) -> Path:
+    out = Path(raw)
+    if out.is_dir():
+        raise CliError(f"--out {raw}: is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise CliError(f"--out {raw}: folder {out.parent} does not exist")
+    return out
+
+
 async def _results(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from jobs.reports import iter_results
 
-    out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115
-    n = 0
+    out = _out_path(args.out) if args.out else None  # checked before Redis is asked anything
+    await _require_batch(redis, settings, args.batch)
+    # A new file beside the target, renamed over it only when complete: an existing file is never
+    # truncated by a failed or interrupted run.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp") if out else None
+    sink = open(tmp, "wb") if tmp else sys.stdout.buffer  # noqa: SIM115
+    n = pending = 0
     try:
         async for row in iter_results(redis, settings.keys, args.batch):
-            out.write(orjson.dumps(row) + b"\n")
+            if row.get("status") == "pending":
+                pending += 1
+                continue
+            sink.write(orjson.dumps(row) + b"\n")
             n += 1
+        if tmp and out:
+            sink.close()
+            os.replace(tmp, out)
     finally:
-        if args.out:
-            out.close()
-    if args.out:
-        print(f"wrote {n} results to {args.out}", file=sys.stderr)
-    return 0 if n else 1
+        if tmp:
+            sink.close()
+            tmp.unlink(missing_ok=True)
+    if out:
+        print(f"wrote {n} results to {out}", file=sys.stderr)
+    if pending:
+        print(f"{pending} jobs of batch {args.batch} still pending (not written)", file=sys.stderr)
+    return 0
 
 
 async def _report(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from jobs.reports import batch_report, render_report
 
+    await _require_batch(redis, settings, args.batch)
     rep = await batch_report(redis, settings.keys, args.batch)
     print(orjson.dumps(rep).decode() if args.json else render_report(rep))
     return 0
@@ -169,6 +198,7 @@ async def _report(redis: Any, settings: Settings, args: argparse.Namespace) -> i
 async def _dead(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from jobs.reports import dead_letters
 
+    await _require_batch(redis, settings, args.batch)
     dead = await dead_letters(redis, settings.keys, args.batch)
     if args.json:
         print(orjson.dumps(dead).decode())
@@ -181,6 +211,7 @@ async def _dead(redis: Any, settings: Settings, args: argparse.Namespace) -> int
 async def _retry(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from worker.requeue import retry_batch
 
+    await _require_batch(redis, settings, args.batch)
     n = await retry_batch(redis, settings, args.batch, dead_only=args.dead)
     print(f"re-enqueued {n} jobs of batch {args.batch}")
     return 0
@@ -204,9 +235,15 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = Settings()
     if not settings.redis_url:
-        print("routeq worker: set REDIS_URL (routeq demo starts a private Redis for you)", file=sys.stderr)
-        return 2
-    return eventloop.run(app.run(settings, burst=args.burst, metrics_port=args.metrics_port))
+        raise CliError("set REDIS_URL (routeq demo starts a private Redis for you)")
+    if settings.anthropic_api_key is None and not settings.anthropic_base_url:
+        raise CliError(
+            "set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL to a stand-in such as `routeq mock-api`)"
+        )
+    try:
+        return eventloop.run(app.run(settings, burst=args.burst, metrics_port=args.metrics_port))
+    except app.CannotStart as e:
+        raise CliError(str(e)) from None
 
 
 def _mock_api(args: argparse.Namespace) -> int:
@@ -297,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # One line per HTTP request is noise at fleet scale; routeq logs what matters about each call.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
-    rc: int = args.func(args)
-    return rc
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

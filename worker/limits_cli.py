@@ -12,9 +12,8 @@ import sys
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
-from jobs.connections import settings_with_redis
+from jobs.connections import cli_client, settings_with_redis
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER, Tier
 from worker.limits import LIMIT_KINDS, TierGate, limits_detail, reset_limits, set_limits
@@ -48,7 +47,7 @@ def _rate(v: str) -> int | str:
 
 async def _show(settings: Settings) -> dict[str, Any]:
     assert settings.redis_url is not None
-    redis = Redis.from_url(settings.redis_url)
+    redis = cli_client(settings.redis_url)
     try:
         gate = TierGate(redis, settings.keys, settings, owner="cli")
         detail = await limits_detail(redis, settings.keys, settings)
@@ -96,7 +95,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 async def _set(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
     assert settings.redis_url is not None
-    redis = Redis.from_url(settings.redis_url)
+    redis = cli_client(settings.redis_url)
     try:
         if args.reset:
             await reset_limits(redis, settings.keys, args.tier)
