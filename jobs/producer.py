@@ -90,9 +90,15 @@ class Producer:
         batch: str | None = None,
         tenant: str | None = None,
         on_progress: Callable[[int], None] | None = None,
+        on_batch: Callable[[str], None] | None = None,
     ) -> EnqueueResult:
-        """Enqueue the valid jobs; other items (e.g. ``sources.Rejected``) are counted as rejected."""
+        """Enqueue the valid jobs; other items (e.g. ``sources.Rejected``) are counted as rejected.
+
+        ``on_batch`` is called once with the batch id, as soon as it is known and before any write.
+        """
         result = EnqueueResult(batch=batch or new_batch_id())
+        if on_batch:
+            on_batch(result.batch)
         with telemetry.enqueue_span(result.batch, 0, queue=self.keys.intake_queue, tenant=tenant) as span:
             chunk: list[tuple[Job, dict[str, Any]]] = []
             windows: dict[tuple[Tier, Tier], tuple[int, Tier]] = {}

@@ -18,6 +18,7 @@ from jobs.contract import TaskType
 from jobs.settings import Settings
 from worker import eventloop
 from worker.cli_errors import CliError, run_command
+from worker.interrupt import StopReading, resume_command
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -76,6 +77,17 @@ class Progress:
             print(file=sys.stderr)
 
 
+def _enqueue_options(args: argparse.Namespace) -> list[str]:
+    """The enqueue's own options (all but --batch), to repeat in a resume command."""
+    opts: list[str] = []
+    for flag, value in (("--task", args.task), ("--prompt", args.prompt), ("--system", args.system)):
+        if value is not None and (flag != "--task" or value != "summarize" or Path(args.path).is_dir()):
+            opts += [flag, value]
+    for tag in args.tag:
+        opts += ["--tag", tag]
+    return opts
+
+
 async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from jobs import sources
     from jobs.producer import Producer
@@ -104,13 +116,41 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
 
     progress = Progress(sources.count_lines(path))
     telemetry.setup_tracing("routeq-producer")  # no-op unless OTEL_* asks for an exporter
+    batch_seen: list[str] = []
+
+    def announce(batch: str) -> None:
+        batch_seen.append(batch)
+        print(f"enqueueing into batch {batch}", file=sys.stderr, flush=True)
+
     try:
-        res = await Producer(redis, settings).enqueue(
-            items, batch=args.batch, tenant=tags.get("tenant"), on_progress=progress
-        )
+        with StopReading() as stop:
+            res = await Producer(redis, settings).enqueue(
+                stop.items(items),
+                batch=args.batch,
+                tenant=tags.get("tenant"),
+                on_progress=progress,
+                on_batch=announce,
+            )
+    except KeyboardInterrupt:
+        progress.close()
+        if batch_seen:
+            print(
+                f"interrupted: some jobs may be in batch {batch_seen[0]}; resume with: "
+                f"{resume_command(args.path, _enqueue_options(args), batch_seen[0])}",
+                file=sys.stderr,
+            )
+        return 130
     finally:
         telemetry.shutdown_tracing()  # flush the producer's spans before the process exits
     progress.close()
+    if stop.interrupted:
+        print(
+            f"interrupted: enqueued {res.enqueued} jobs into batch {res.batch} "
+            f"(duplicates {res.duplicates}, rejected {len(res.rejected)}); resume with: "
+            f"{resume_command(args.path, _enqueue_options(args), res.batch)}",
+            file=sys.stderr,
+        )
+        return 130
     for r in res.rejected:
         print(r, file=sys.stderr)
     if args.json:
