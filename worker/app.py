@@ -39,6 +39,8 @@ log = logging.getLogger("routeq.worker")
 
 # Shadow runs are low priority by design: a second's delay in picking one up costs nothing.
 SHADOW_POLL_S = 1.0
+# After the drain timeout, how long shutdown may still wait on Redis before the process exits anyway.
+SHUTDOWN_GRACE_S = 3.0
 
 
 def load_scorer(settings: Settings) -> tuple[Scorer | None, Thresholds | None]:
@@ -163,6 +165,16 @@ async def wait_for_redis(settings: Settings, max_delay_s: float = 30.0) -> None:
         return
 
 
+async def _release(rt: Runtime, workers: list[Worker], recovery: Recovery) -> None:
+    """Hand back what this process holds in Redis: job tasks' ends, health keys, its registration."""
+    for w in workers:
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*w.tasks.values(), return_exceptions=True)
+            await rt.redis.delete(w.health_check_key)
+    await recovery.close()
+    await rt.gate.close()
+
+
 async def run(settings: Settings, *, burst: bool = False, metrics_port: int | None = None) -> int:
     port = metrics_port if metrics_port is not None else settings.metrics_port
     if port is not None:
@@ -196,6 +208,15 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
         rt.metrics.worker_up.set(0)
         for w in workers:
             w.handle_sig_wait_for_completion(sig)
+        loop.call_later(settings.drain_timeout_s + SHUTDOWN_GRACE_S, give_up)
+
+    def give_up() -> None:
+        # Redis is away (arq's own shutdown waits on it): what is still held, a live worker's reaper
+        # hands back once this process's heartbeat has stopped.
+        if any(not m.done() for m in mains):
+            log.warning("shutdown: still waiting after the drain timeout (Redis away?); exiting now")
+            for m in mains:
+                m.cancel()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drain, sig)
@@ -223,12 +244,13 @@ async def run(settings: Settings, *, burst: bool = False, metrics_port: int | No
         beat.cancel()
         if watcher:
             watcher.cancel()
-        for w in workers:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*w.tasks.values(), return_exceptions=True)
-                await rt.redis.delete(w.health_check_key)
-        await recovery.close()
-        await rt.gate.close()
+        try:
+            await asyncio.wait_for(_release(rt, workers, recovery), SHUTDOWN_GRACE_S)
+        except TimeoutError:
+            log.warning(
+                "shutdown: Redis did not answer within %.0fs; leaving the rest to the reaper",
+                SHUTDOWN_GRACE_S,
+            )
         if server is not None:
             server.stop()
         rt.metrics.close()
