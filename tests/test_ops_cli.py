@@ -204,3 +204,21 @@ async def test_results_of_a_running_batch_and_a_closed_pipe(redis_url: str, tmp_
     first, err = p.communicate(timeout=60)
     assert len(first.splitlines()) == 1
     assert "BrokenPipe" not in err and "Traceback" not in err and "Exception ignored" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["limits", "set", "haiku", "--rpm", "-5"], "-5 is out of range"),
+        (["limits", "set", "haiku", "--itpm", "lots"], "'lots' is not a whole number"),
+        (["limits", "set", "haiku", "--concurrency", "2000000"], "2000000 is out of range"),
+        (["limits", "set", "haiku", "--concurrency", "0"], "0 is out of range"),
+        (["demo", "--workers", "0"], "must be at least 1 (got 0)"),
+        (["demo", "--jobs", "-5"], "must be at least 1 (got -5)"),
+    ],
+)
+def test_absurd_values_are_refused_before_anything_runs(argv: list[str], said: str) -> None:
+    from tests.test_faults_e2e import run_cli
+
+    rc, _, err = run_cli(*argv)
+    assert rc == 2 and said in err and "Traceback" not in err, err

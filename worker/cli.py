@@ -298,6 +298,16 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.run(n_jobs=args.jobs, workers=args.workers, as_json=args.json, out=args.out)
 
 
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {n})")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="routeq", description="Route bulk LLM jobs to the cheapest adequate Claude tier."
@@ -350,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_mock_api)
 
     d = sub.add_parser("demo", help="the whole path on embedded defaults")
-    d.add_argument("--jobs", type=int, default=240)
-    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--jobs", type=_positive, default=240)
+    d.add_argument("--workers", type=_positive, default=2)
     d.add_argument("--json", action="store_true")
     d.add_argument("--out", type=Path, default=None, help="results JSONL (default out/demo-results.jsonl)")
     d.set_defaults(func=_demo)

@@ -50,7 +50,9 @@ class Stopped(Exception):
     """The run recorded its outcome early (e.g. refused by a budget)."""
 
 
-async def process_job(ctx: dict[str, Any], payload: Any, parked: str | None = None) -> str:
+async def process_job(
+    ctx: dict[str, Any], payload: Any, parked: str | None = None, fresh_from: int = 0
+) -> str:
     rt: Runtime = ctx["routeq"]
     arq_id: str = ctx["job_id"]
     job_try: int = ctx.get("job_try", 1)
@@ -59,7 +61,7 @@ async def process_job(ctx: dict[str, Any], payload: Any, parked: str | None = No
         return "invalid"
     queue = rt.keys.tier_queue(parked) if parked else rt.keys.intake_queue
     with tracing.attempt_span(job, job_try, queue):
-        run = JobRun(rt, job, job_try, Tier(parked) if parked else None, payload)
+        run = JobRun(rt, job, job_try, Tier(parked) if parked else None, payload, fresh_from)
         try:
             return await run.run()
         except Parked:
@@ -121,8 +123,13 @@ def _total(attempts: list[Attempt]) -> tuple[Usage, Cost]:
 
 
 class JobRun:
-    def __init__(self, rt: Runtime, job: Job, job_try: int, parked: Tier | None, wire: Any = None) -> None:
+    def __init__(
+        self, rt: Runtime, job: Job, job_try: int, parked: Tier | None, wire: Any = None, fresh_from: int = 0
+    ) -> None:
         self.rt = rt
+        # `routeq retry` gives the job a new attempt budget: attempts before this index stay in its trace
+        # (and its bill) but no longer count toward max_attempts.
+        self.fresh_from = fresh_from
         self.wire = wire if wire is not None else job.to_wire()  # the payload as enqueued, to park as is
         self.s = rt.settings
         self.job = job
@@ -163,7 +170,11 @@ class JobRun:
         ceiling = self.job.constraints.high
         escalations = sum(1 for a in self.attempts if a.status == "check_failed")
         overloads = 0
-        errors = sum(1 for a in self.attempts if a.status == "error" and retry.spends_attempt(a.error_type))
+        errors = sum(
+            1
+            for a in self.attempts[self.fresh_from :]
+            if a.status == "error" and retry.spends_attempt(a.error_type)
+        )
         while True:
             if self.parked is None and self.rt.gate.waiting(tier):
                 await self.park(tier)  # saturated (jobs of ours wait in its line): no need to plan first
@@ -392,7 +403,10 @@ class JobRun:
         """
         arq_id = f"{self.job_id}.{tier.value}"
         now_ms = int(time.time() * 1000)
-        doc = arq_job_payload(JOB_FUNCTION, [self.wire], {"parked": tier.value}, now_ms)
+        kwargs: dict[str, Any] = {"parked": tier.value}
+        if self.fresh_from:
+            kwargs["fresh_from"] = self.fresh_from
+        doc = arq_job_payload(JOB_FUNCTION, [self.wire], kwargs, now_ms)
         async with self.rt.redis.pipeline(transaction=True) as p:
             p.set(ARQ_JOB_PREFIX + arq_id, doc, px=self.s.job_expiry_s * 1000, nx=True)
             p.zadd(self.rt.keys.tier_queue(tier), {arq_id: now_ms}, nx=True)

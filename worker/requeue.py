@@ -1,7 +1,8 @@
 """`routeq retry`: put a batch's failed jobs back on the queue, undoing their recorded outcome first.
 
 Dead letters keep the job's payload, since arq deletes its own copy when a job ends. The job's attempt
-history stays, so the new outcome still carries (and bills) every call made before.
+history stays, so the new outcome still carries (and bills) every call made before; the re-run gets a
+fresh attempt budget (``fresh_from``: the attempts already made do not count toward ``max_attempts``).
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ async def retry_batch(redis: Redis, settings: Settings, batch: str, dead_only: b
         if old is not None and not await store.unrecord(old):
             continue
         now_ms = int(time.time() * 1000)
+        # A fresh attempt budget: the attempts made so far stay in the trace but are not counted again.
+        made = int(await aw(redis.llen(keys.attempts(job_id))))
+        kwargs = {"fresh_from": made} if made else {}
         async with redis.pipeline(transaction=True) as p:
             p.psetex(
                 f"arq:job:{job_id}",
                 settings.job_expiry_s * 1000,
-                arq_job_payload(JOB_FUNCTION, [job.to_wire()], {}, now_ms),
+                arq_job_payload(JOB_FUNCTION, [job.to_wire()], kwargs, now_ms),
             )
             p.zadd(keys.intake_queue, {job_id: now_ms})
             p.hdel(keys.batch_dead(batch), job_id)
