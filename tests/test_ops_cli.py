@@ -222,3 +222,40 @@ def test_absurd_values_are_refused_before_anything_runs(argv: list[str], said: s
 
     rc, _, err = run_cli(*argv)
     assert rc == 2 and said in err and "Traceback" not in err, err
+
+
+async def test_status_watch_shows_progress_until_the_batch_ends(redis_url: str) -> None:
+    import asyncio
+
+    await _batch_with_results(redis_url, "w1", 20, 5)
+    proc = await asyncio.create_subprocess_exec(
+        *ROUTEQ,
+        "status",
+        "w1",
+        "--watch",
+        "--interval",
+        "0.2",
+        env=env_with(REDIS_URL=redis_url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(2.0)
+    assert proc.returncode is None, "--watch returned while jobs were pending"
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    try:
+        ids = sorted(m.decode() for m in await redis.smembers(s.keys.batch_jobs("w1")))
+        store = Store(redis, s)
+        for job_id in ids:  # the rest finish (recording twice is a no-op)
+            await store.record(
+                JobResult(
+                    job_id=job_id, batch="w1", tenant="default", task="other", status="done", output="ok"
+                )
+            )
+    finally:
+        await redis.aclose()
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err
+    bars = [ln for ln in err.decode().splitlines() if ln.startswith("w1 [")]
+    assert bars[0].split("]")[1].split()[0] == "5/20" and bars[-1].split("]")[1].split()[0] == "20/20", bars
+    assert "done=20" in out.decode() and "pending=0" in out.decode()

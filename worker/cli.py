@@ -165,12 +165,34 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
 
 
 # --- reading back -----------------------------------------------------------------------------------
+def _bar(st: dict[str, Any], width: int = 30) -> str:
+    total = max(1, int(st["enqueued"]))
+    finished = int(st["done"]) + int(st["failed"])
+    filled = int(width * finished / total)
+    return (
+        f"{st['batch']} [{'#' * filled}{'.' * (width - filled)}] {finished}/{st['enqueued']} "
+        f"done={st['done']} failed={st['failed']} pending={st['pending']}"
+    )
+
+
 async def _status(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from jobs.reports import batch_status
 
     st = await batch_status(redis, settings.keys, args.batch)
     if not st["exists"]:
         raise CliError(f"no batch {args.batch!r}", code=1)
+    if args.watch or args.wait:
+        live = args.watch and sys.stderr.isatty()
+        while st["pending"] > 0:
+            if args.watch:
+                # On a terminal the bar redraws in place; piped, it is one line per poll.
+                print(
+                    ("\r" if live else "") + _bar(st), end="" if live else "\n", file=sys.stderr, flush=True
+                )
+            await asyncio.sleep(args.interval)
+            st = await batch_status(redis, settings.keys, args.batch)
+        if args.watch:
+            print(("\r" if live else "") + _bar(st), file=sys.stderr, flush=True)
     if args.json:
         print(orjson.dumps(st).decode())
     else:
@@ -332,8 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--metrics-port", type=int, default=None, help="serve /metrics and /healthz on this port")
     w.set_defaults(func=_worker)
 
+    st = sub.add_parser("status", help="a batch's counts")
+    st.add_argument("batch")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--watch", action="store_true", help="show a live progress bar until the batch ends")
+    st.add_argument("--wait", action="store_true", help="return only when the batch has ended")
+    st.add_argument("--interval", type=float, default=1.0, help="seconds between polls (--watch, --wait)")
+    st.set_defaults(func=_redis_command(_status))
     for name, fn, helptext in (
-        ("status", _status, "a batch's counts"),
         ("report", _report, "a batch's cost report per tier"),
         ("dead", _dead, "a batch's dead letters"),
     ):
