@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     # How long a job keeps waiting out an API outage (connection errors, timeouts), which spends none of
     # its attempts, before it fails.
     outage_patience_s: float = Field(default=600.0, gt=0)
+    # After a 401 every tier pauses this long (fleet-wide) before one job probes the key again.
+    auth_pause_s: float = Field(default=30.0, gt=0)
     escalate_on_overload: bool = True
     overload_escalate_after: int = Field(default=3, ge=1)
     escalation: bool = True

@@ -154,3 +154,12 @@ async def test_outage_cooldown_grows_once_per_probe_not_per_call_in_flight(redis
         assert await gate.cooldown_remaining(Tier.sonnet) == 0
     finally:
         await r.aclose()
+
+
+def test_a_rejected_key_pauses_instead_of_failing_the_job() -> None:
+    auth = Fault("auth", False, status=401)
+    assert auth.world and not spends_attempt("auth")
+    assert isinstance(decide(auth, attempt=50, outage_s=30.0), Retry)
+    got = decide(auth, attempt=0, outage_s=61.0)
+    assert isinstance(got, Fail) and "auth (401)" in got.message
+    assert outage_started_at([("connection", 1.0), ("auth", 2.0)]) == 1.0

@@ -25,7 +25,7 @@ from jobs.keys import ARQ_JOB_PREFIX, JOB_FUNCTION
 from jobs.results import Attempt, Cost, JobResult, JobStatus, RouteRecord, Usage
 from jobs.serialization import CORRUPT_MARK, arq_job_payload
 from jobs.sources import explain
-from jobs.tiers import TOP_TIER, Tier
+from jobs.tiers import TIER_ORDER, TOP_TIER, Tier
 from worker import cache, pricing, retry, router, tracing
 from worker.budget import Reservation, token_for
 from worker.cache import WarmDecision
@@ -38,6 +38,8 @@ from worker.shadow import maybe_shadow
 from worker.store import persist
 
 log = logging.getLogger("routeq.pipeline")
+
+_AUTH_LOGGED: set[str] = set()  # worker processes that have said their API key was rejected
 
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
@@ -470,7 +472,17 @@ class JobRun:
 
     async def cool_down(self, tier: Tier, fault: retry.Fault) -> None:
         """Pause the tier fleet-wide after a 429/529 (as the server asked) or an outage (growing steps)."""
-        if fault.outage:
+        if fault.kind == retry.AUTH_KIND:
+            if self.rt.owner not in _AUTH_LOGGED:  # once per worker process, not once per job
+                _AUTH_LOGGED.add(self.rt.owner)
+                log.error(
+                    "the API rejected the key (%s); pausing every tier %.0fs at a time until it is fixed",
+                    fault.describe(),
+                    self.s.auth_pause_s,
+                )
+            for t in TIER_ORDER:
+                await self.rt.gate.cooldown(t, self.s.auth_pause_s, fault.kind)
+        elif fault.outage:
             left, streak = await self.rt.gate.outage(
                 tier, fault.kind, retry.OUTAGE_COOLDOWNS_S, retry.OUTAGE_STREAK_RESET_S
             )

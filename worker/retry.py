@@ -65,6 +65,10 @@ COOLDOWN_MIN_S: Final = 0.5
 OUTAGE_COOLDOWNS_S: Final = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 OUTAGE_STREAK_RESET_S: Final = 120.0
 OUTAGE_KINDS: Final = frozenset({"connection", "timeout"})
+# A rejected API key (401) holds for every job and tier until an operator fixes it: the fleet pauses
+# (every tier cools down) instead of dead-lettering each job, and no job spends attempts on it.
+AUTH_KIND: Final = "auth"
+WORLD_KINDS: Final = OUTAGE_KINDS | {AUTH_KIND}
 
 _RESET_KINDS: Final = ("requests", "tokens", "input-tokens", "output-tokens")
 _MAX_MESSAGE_CHARS: Final = 500
@@ -89,6 +93,11 @@ class Fault:
     def outage(self) -> bool:
         """The API or the network is away, not something about this job: attempts are not spent on it."""
         return self.retryable and self.kind in OUTAGE_KINDS
+
+    @property
+    def world(self) -> bool:
+        """An outage or a rejected API key: the job waits, and its attempt budget is untouched."""
+        return self.outage or self.kind == AUTH_KIND
 
     def describe(self) -> str:
         where = f"{self.kind} ({self.status})" if self.status is not None else self.kind
@@ -305,7 +314,7 @@ def cooldown_s(fault: Fault) -> float:
 
 def spends_attempt(kind: str | None) -> bool:
     """Whether a failed attempt of this fault kind counts toward the job's ``max_attempts``."""
-    return kind not in OUTAGE_KINDS
+    return kind not in WORLD_KINDS
 
 
 def outage_started_at(history: Sequence[tuple[str | None, float]]) -> float | None:
@@ -315,7 +324,7 @@ def outage_started_at(history: Sequence[tuple[str | None, float]]) -> float | No
     """
     since: float | None = None
     for kind, started in history:
-        since = (started if since is None else since) if kind in OUTAGE_KINDS else None
+        since = (started if since is None else since) if kind in WORLD_KINDS else None
     return since
 
 
@@ -400,12 +409,12 @@ def next_action(
     ``count_overloads``) escalates when allowed and a higher tier exists, even if attempts are used up;
     otherwise retry with backoff until ``max_attempts`` attempts have been made, then fail.
     """
-    if not fault.retryable:
-        return Fail(fault.describe(), fault)
-    if fault.outage:
+    if fault.world:
         if outage_s >= outage_patience_s:
             return Fail(f"API unreachable for {outage_s:.0f}s: {fault.describe()}", fault)
         return Retry(0.0, fault)
+    if not fault.retryable:
+        return Fail(fault.describe(), fault)
     if (
         fault.escalatable
         and escalate_on_overload
