@@ -69,6 +69,10 @@ class Keys:
         """Hash document content key -> how many jobs of the batch carry it (a breakpoint pays only if >1)."""
         return f"{self.prefix}:batch:{batch}:docs"
 
+    def batch_held(self, batch: str) -> str:
+        """Sorted set job id -> when (ms) a budget-held job is tried again; future scores are held now."""
+        return f"{self.prefix}:batch:{batch}:held"
+
     def batch_dead(self, batch: str) -> str:
         """Hash job id -> JSON cause, for jobs that exhausted their tries."""
         return f"{self.prefix}:batch:{batch}:dead"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,7 +33,8 @@ async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
         p.hgetall(keys.batch_agg(batch))
         p.scard(keys.batch_jobs(batch))
         p.hlen(keys.batch_dead(batch))
-        meta_raw, agg_raw, accepted, dead = await p.execute()
+        p.zcount(keys.batch_held(batch), f"({int(time.time() * 1000)}", "+inf")
+        meta_raw, agg_raw, accepted, dead, held = await p.execute()
     meta, agg = _ints(meta_raw), _ints(agg_raw)
     done, failed = agg.get("done", 0), agg.get("failed", 0)
     return {
@@ -45,6 +47,7 @@ async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
         "failed": failed,
         "dead": int(dead),
         "pending": max(0, int(accepted) - done - failed),
+        "held": int(held),  # of the pending: waiting for a budget cap to rise (ROUTEQ_BUDGET_ACTION=hold)
     }
 
 

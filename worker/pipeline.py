@@ -39,6 +39,8 @@ from worker.store import persist
 
 log = logging.getLogger("routeq.pipeline")
 
+# How often a job held by a budget cap (ROUTEQ_BUDGET_ACTION=hold) is tried again.
+HOLD_RETRY_S = 60
 _AUTH_LOGGED: set[str] = set()  # worker processes that have said their API key was rejected
 
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
@@ -434,7 +436,15 @@ class JobRun:
             return got
         await self._release_all(admission, None, leader)
         if self.s.budget_action == "hold":
-            raise Retry(defer=60)  # arq re-runs it later; raising a cap lets it through
+            # arq re-runs it later; raising a cap lets it through. Until then status counts it as held.
+            again_ms = int((time.time() + HOLD_RETRY_S) * 1000)
+            async with self.rt.redis.pipeline(transaction=False) as p:
+                p.zadd(self.rt.keys.batch_held(self.batch), {self.job_id: again_ms})
+                p.pexpire(
+                    self.rt.keys.batch_held(self.batch), (self.s.job_expiry_s + self.s.result_ttl_s) * 1000
+                )
+                await p.execute()
+            raise Retry(defer=HOLD_RETRY_S)
         await self.finish_failed(None, "budget", got.reason)
         raise Stopped()
 
