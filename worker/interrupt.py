@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import signal
+import threading
 from collections.abc import Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
@@ -22,13 +23,17 @@ class StopReading:
         self._previous: Any = None
 
     def __enter__(self) -> StopReading:
-        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        # Only the main thread may set a handler; elsewhere (the CLI called from a thread) Ctrl-C is not
+        # ours to catch.
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         if self.interrupted:
