@@ -191,7 +191,7 @@ class JobRun:
                 raise
             n = len(self.attempts) + 1
             reservation = await self.reserve_budget(tier, plan, n, admission, leader)
-            started_at, t0 = time.time(), time.perf_counter()
+            t0 = time.perf_counter()
             try:
                 res, cost = await self.call(tier, plan, ttl)
             except asyncio.CancelledError:
@@ -211,7 +211,7 @@ class JobRun:
                     error=fault.message,
                     latency_ms=latency_ms,
                     wait_ms=int(admission.wait_ms),
-                    started_at=started_at,
+                    started_at=time.time(),  # as for an answer: stamped when the call ended
                 )
                 await self.save(attempt)
                 if retry.spends_attempt(fault.kind):
