@@ -79,6 +79,10 @@ class Keys:
         batch under its SHA-256 ``ref`` and read by the worker that sends it; expires with the batch."""
         return f"{self.prefix}:batch:{batch}:document:{ref}"
 
+    def batch_held(self, batch: str) -> str:
+        """Sorted set job id -> when (ms) a budget-held job is tried again; future scores are held now."""
+        return f"{self.prefix}:batch:{batch}:held"
+
     def batch_dead(self, batch: str) -> str:
         """Hash job id -> JSON cause, for jobs that exhausted their tries."""
         return f"{self.prefix}:batch:{batch}:dead"
@@ -112,6 +116,10 @@ class Keys:
     def cooldown(self, tier: Tier | str) -> str:
         """String with a PX expiry: while it exists the tier is cooling down after a 429/529."""
         return f"{self.prefix}:limits:{tier}:cooldown"
+
+    def outage(self, tier: Tier | str) -> str:
+        """Counter with a PX expiry: failed probes of the API in the tier's current outage."""
+        return f"{self.prefix}:limits:{tier}:outage"
 
     @property
     def limits_config(self) -> str:

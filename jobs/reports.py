@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,6 +52,7 @@ def status_from(
     accepted: int,
     dead: int,
     in_api: int = 0,
+    held: int = 0,
 ) -> dict[str, Any]:
     """``batch_status`` from what it reads: meta hash, aggregate, accepted-set size, dead-letter count,
     and how many requests wait in a Message Batch."""
@@ -69,6 +71,7 @@ def status_from(
         "dead": int(dead),
         "pending": max(0, int(accepted) - done - failed),
         "in_api_batch": int(in_api),  # of the pending: requests waiting in a Message Batch
+        "held": int(held),  # of the pending: waiting for a budget cap to rise (ROUTEQ_BUDGET_ACTION=hold)
     }
 
 
@@ -79,8 +82,9 @@ async def batch_status(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
         p.scard(keys.batch_jobs(batch))
         p.hlen(keys.batch_dead(batch))
         p.scard(keys.batch_in_api(batch))
-        meta_raw, agg_raw, accepted, dead, in_api = await p.execute()
-    return status_from(batch, meta_raw, _ints(agg_raw), accepted, dead, in_api)
+        p.zcount(keys.batch_held(batch), f"({int(time.time() * 1000)}", "+inf")
+        meta_raw, agg_raw, accepted, dead, in_api, held = await p.execute()
+    return status_from(batch, meta_raw, _ints(agg_raw), accepted, dead, in_api, held)
 
 
 async def iter_results(

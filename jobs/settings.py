@@ -8,11 +8,12 @@ and ``ANTHROPIC_BASE_URL``.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.catalog import Catalog, ModelSpec, load_catalog
@@ -109,6 +110,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=6, ge=1)
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=30.0, ge=0)
+    # How long a job keeps waiting out an API outage (connection errors, timeouts), which spends none of
+    # its attempts, before it fails.
+    outage_patience_s: float = Field(default=600.0, gt=0)
+    # After a 401 every tier pauses this long (fleet-wide) before one job probes the key again.
+    auth_pause_s: float = Field(default=30.0, gt=0)
     escalate_on_overload: bool = True
     overload_escalate_after: int = Field(default=3, ge=1)
     escalation: bool = True
@@ -182,6 +188,13 @@ class Settings(BaseSettings):
     # Base URL of a Jaeger UI: each job row links to its trace there.
     jaeger_url: str | None = None
 
+    @field_validator("models_file", "router_model_path")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
     @cached_property
     def keys(self) -> Keys:
         return Keys(self.key_prefix)
@@ -201,3 +214,32 @@ class Settings(BaseSettings):
 
     def tier_limits(self, tier: Tier) -> TierLimits:
         return self.limits.get(tier, TierLimits())
+
+
+# Values never echoed back in an error: they may hold a credential.
+_SECRET_FIELDS = frozenset({"redis_url", "anthropic_api_key"})
+
+
+def _variable(field: str, rest: tuple[Any, ...]) -> str:
+    """The environment variable that sets ``field`` (and the nested path ``rest``)."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        names = [str(c) for c in alias.choices if str(c).isupper()]
+        if names:
+            return next((n for n in names if n in os.environ), names[0])
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    return "__".join([prefix + field, *(str(p) for p in rest)]).upper()
+
+
+def explain_settings_error(exc: ValidationError) -> str:
+    """One line per invalid setting, naming its environment variable (values of secrets not shown)."""
+    lines = []
+    for err in exc.errors():
+        loc = err.get("loc") or ("?",)
+        field = str(loc[0])
+        name = _variable(field, tuple(loc[1:]))
+        got = "" if field in _SECRET_FIELDS or "input" not in err else f" (got {err['input']!r})"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"invalid setting {name}: {msg}{got}")
+    return "\n".join(lines)

@@ -59,7 +59,9 @@ async def test_cli_refuses_each_bad_line_with_its_reason(redis_url: str, tmp_pat
     rc, out, err = await asyncio.to_thread(run_cli, "enqueue", str(f), "--json", "--batch", "bad")
     assert rc == 1
     assert orjson.loads(out) == {"batch": "bad", "enqueued": 2, "duplicates": 0, "rejected": len(BAD)}
-    reasons = dict(line.split(": ", 1) for line in err.strip().splitlines())
+    lines = err.strip().splitlines()
+    assert lines[0] == "enqueueing into batch bad"  # the batch id comes before the first write
+    reasons = dict(line.split(": ", 1) for line in lines[1:])
     assert set(reasons) == {str(n) for n in range(2, len(BAD) + 2)}, err
     for n, (_, words) in enumerate(BAD, start=2):
         for w in words:

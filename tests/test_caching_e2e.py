@@ -78,6 +78,9 @@ def _fleet_env(prefix: str, **extra: str) -> dict[str, str]:
         # A hung leader (the timeout fault below) gives up after 2 s; normal calls take ~0.15 s.
         "ROUTEQ_CALL_TIMEOUT_S": "2",
         "ROUTEQ_MAX_ATTEMPTS": "2",
+        # Timeouts spend no attempts (they look like an outage): the hung leader gives up once they
+        # have lasted 2.5 s, i.e. on its second timeout (>= 2 s call + 1 s tier pause after the first).
+        "ROUTEQ_OUTAGE_PATIENCE_S": "2.5",
         "ROUTEQ_BACKOFF_BASE_S": "0.1",
         "ROUTEQ_BACKOFF_MAX_S": "0.5",
         **extra,

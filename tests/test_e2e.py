@@ -91,7 +91,8 @@ async def test_cli_enqueue_status_report(redis_url: str, tmp_path) -> None:  # t
     )
     assert p.returncode == 1  # one line rejected
     assert orjson.loads(p.stdout) == {"batch": "cli1", "enqueued": 2, "duplicates": 0, "rejected": 1}
-    assert p.stderr.startswith("2: not JSON")
+    announced, rejected = p.stderr.splitlines()[:2]
+    assert announced == "enqueueing into batch cli1" and rejected.startswith("2: not JSON")
     p2 = subprocess.run(
         [*cmd, "enqueue", str(f), "--json", "--batch", "cli1"], capture_output=True, env=env, text=True
     )

@@ -3,13 +3,14 @@
 Three streams run at once, each on its own tier so that fleet-wide tier cooldowns (429/529) of one do not
 slow the others:
 
-* sonnet (markers in the prompt, every request faults): non-retryable 400/401/403 and the spend-limit 429
+* sonnet (markers in the prompt, every request faults): non-retryable 400/403 and the spend-limit 429
   fail at once with the API's message; a persistent 500 is retried up to ROUTEQ_MAX_ATTEMPTS, then dead;
   a persistent 529 on sonnet escalates to opus when the job allows it.
 * haiku (``POST /_faults`` scoped to haiku, one kind at a time, cleared after the first failed attempt):
   each retryable kind — 429 with and without retry-after, 529, 500, 503, 504, timeout, connection
   reset — succeeds after retrying, with every attempt in the job's trace; then a 403 dead letter is shown
   by ``routeq dead`` and re-run to completion by ``routeq retry --dead``.
+* A 401 pauses the fleet instead of failing jobs: ``tests/test_ops_auth.py``.
 * opus: a small batch budget; jobs over the cap fail with a clear reason and spend stays under the cap.
 """
 
@@ -141,7 +142,6 @@ async def test_fault_paths_end_to_end(redis_url: str, monkeypatch: pytest.Monkey
             # --- sonnet: markers ----------------------------------------------------------------
             marked = {
                 "bad_request": job("Do it. [[mock:fault-400]]", tier="sonnet"),
-                "auth": job("Do it. [[mock:fault-401]]", tier="sonnet"),
                 "permission": job("Do it. [[mock:fault-403]]", tier="sonnet"),
                 "spend_limit": job("Do it. [[mock:fault-spend]]", tier="sonnet"),
                 "server": job("Do it. [[mock:fault-500]]", tier="sonnet"),
@@ -202,7 +202,6 @@ async def test_fault_paths_end_to_end(redis_url: str, monkeypatch: pytest.Monkey
             by_kind = dict(zip(marked, fa.job_ids, strict=True))
             messages = {
                 "bad_request": "injected invalid request",
-                "auth": "invalid x-api-key",
                 "permission": "does not have permission",
                 "spend_limit": "usage limits",
             }

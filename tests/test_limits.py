@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,7 +25,6 @@ from worker.limits import (
     AdmissionTimeout,
     Refusal,
     TierGate,
-    cooldown_from_headers,
     limits_detail,
     reset_limits,
     set_limits,
@@ -335,52 +333,6 @@ async def test_cooldown_is_shared_honoured_and_never_shortened(gates: GateFactor
     with pytest.raises(AdmissionTimeout) as e:
         await b.admit(T, 1, 1, timeout_s=0.2)
     assert e.value.last is not None and e.value.last.reason == "cooldown"
-
-
-NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-
-def iso(dt: timedelta) -> str:
-    return (NOW + dt).isoformat().replace("+00:00", "Z")
-
-
-@pytest.mark.parametrize(
-    ("status", "headers", "expected"),
-    [
-        (200, {"retry-after": "5"}, None),
-        (500, {}, None),
-        (429, {}, 5.0),
-        (529, {}, 2.0),
-        (429, {"Retry-After": "7"}, 7.0),
-        (429, {"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
-        (429, {"retry-after": "0"}, 0.5),  # floor
-        (429, {"retry-after": "3600"}, 60.0),  # cap
-        (429, {"retry-after": "Wed, 01 Jan 2025 12:00:10 GMT"}, 10.0),
-        (
-            429,
-            {
-                "anthropic-ratelimit-requests-remaining": "5",
-                "anthropic-ratelimit-requests-reset": iso(timedelta(seconds=30)),
-                "anthropic-ratelimit-input-tokens-remaining": "0",
-                "anthropic-ratelimit-input-tokens-reset": iso(timedelta(seconds=12)),
-            },
-            12.0,  # the exhausted limit decides
-        ),
-        (429, {"anthropic-ratelimit-tokens-reset": iso(timedelta(seconds=4))}, 4.0),
-        (429, {"retry-after": "soon"}, 5.0),  # unparseable -> default
-    ],
-)
-def test_cooldown_from_headers(status: int, headers: dict[str, str], expected: float | None) -> None:
-    assert cooldown_from_headers(status, headers, now=NOW) == expected
-
-
-def test_cooldown_from_headers_prefers_the_servers_date() -> None:
-    headers = {
-        "date": "Wed, 01 Jan 2025 12:00:00 GMT",
-        "anthropic-ratelimit-tokens-reset": "2025-01-01T12:00:08Z",
-    }
-    # our clock is an hour off; the response's own date is used
-    assert cooldown_from_headers(429, headers, now=NOW + timedelta(hours=1)) == 8.0
 
 
 # --- runtime limits ------------------------------------------------------------------------------------

@@ -137,7 +137,6 @@ def test_5xx_retryable_without_cooldown(status: int, kind: str) -> None:
     ("status", "exc_type", "kind"),
     [
         (400, anthropic.BadRequestError, "bad_request"),
-        (401, anthropic.AuthenticationError, "auth"),
         (403, anthropic.PermissionDeniedError, "permission"),
         (404, anthropic.NotFoundError, "not_found"),
         (413, anthropic.RequestTooLargeError, "too_large"),

@@ -43,7 +43,15 @@ async def test_no_secret_in_logs_results_or_redis(tmp_path) -> None:  # type: ig
     # The stand-in accepts only another key, so the job fails with an auth error: the path most likely
     # to echo a credential into a message.
     api_url, api = start_mock_api("--api-key", "the-right-key")
-    env = worker_env(url, api_url, ANTHROPIC_API_KEY=KEY, ROUTEQ_LEARNED_ROUTER="false")
+    # A 401 pauses the fleet; a short patience lets the jobs fail so the burst worker ends.
+    env = worker_env(
+        url,
+        api_url,
+        ANTHROPIC_API_KEY=KEY,
+        ROUTEQ_LEARNED_ROUTER="false",
+        ROUTEQ_AUTH_PAUSE_S="0.3",
+        ROUTEQ_OUTAGE_PATIENCE_S="1",
+    )
     log = tmp_path / "worker.log"
     s = Settings(redis_url=url)
     r = await connect(s)
@@ -63,7 +71,7 @@ async def test_no_secret_in_logs_results_or_redis(tmp_path) -> None:  # type: ig
             )
         assert worker.returncode == 0
         st = await wait_batch(s, r, "sec", timeout=10)
-        assert st["failed"] == 2 and st["dead"] == 2  # 401: not retryable, failed at once
+        assert st["failed"] == 2 and st["dead"] == 2  # 401 past the outage patience: failed
         text = log.read_text()
         assert "routeq worker" in text  # the log was captured
         dump = [text]

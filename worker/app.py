@@ -11,12 +11,13 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 from typing import Any
 
 from arq.worker import Worker, func
 
 from jobs import telemetry
-from jobs.connections import connect
+from jobs.connections import RedisUnavailable, connect, redis_target
 from jobs.keys import JOB_FUNCTION
 from jobs.serialization import deserialize, serialize
 from jobs.settings import Settings
@@ -40,6 +41,8 @@ log = logging.getLogger("routeq.worker")
 
 # Shadow runs are low priority by design: a second's delay in picking one up costs nothing.
 SHADOW_POLL_S = 1.0
+# After the drain timeout, how long shutdown may still wait on Redis before the process exits anyway.
+SHUTDOWN_GRACE_S = 3.0
 
 
 def load_scorer(settings: Settings) -> tuple[Scorer | None, Thresholds | None]:
@@ -120,6 +123,60 @@ async def _queues_idle(rt: Runtime, workers: list[Worker]) -> bool:
     return not any(counts) and await batch_loop.idle(rt)
 
 
+def _burst_stop_filter(record: logging.LogRecord) -> bool:
+    """Hide arq's "shutdown on SIGUSR1" line: a burst worker stops because its queues are empty."""
+    return not (isinstance(record.msg, str) and record.msg.startswith("shutdown on"))
+
+
+class CannotStart(RuntimeError):
+    """The worker cannot run as configured; the message is one line saying why."""
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a metrics port another process holds before connecting anything."""
+    if port == 0:
+        return
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as e:
+            raise CannotStart(f"metrics port {port} is not free ({e.strerror or e})") from None
+
+
+async def wait_for_redis(settings: Settings, max_delay_s: float = 30.0) -> None:
+    """Until Redis answers: one line when it does not, then quiet retries with capped backoff.
+
+    A wrong URL or password is not retried: it raises ``RedisUnavailable``."""
+    delay, logged = 1.0, False
+    while True:
+        try:
+            probe = await connect(settings, fail_fast=True)
+        except RedisUnavailable as e:
+            if not e.retryable:
+                raise
+            if not logged:
+                log.warning("%s; retrying with backoff (at most %.0fs apart)", e, max_delay_s)
+                logged = True
+            await asyncio.sleep(delay)
+            delay = min(max_delay_s, delay * 2)
+            continue
+        await probe.aclose()
+        if logged:
+            log.info("redis at %s answers; starting", redis_target(settings.redis_url or ""))
+        return
+
+
+async def _release(rt: Runtime, workers: list[Worker], recovery: Recovery) -> None:
+    """Hand back what this process holds in Redis: job tasks' ends, health keys, its registration."""
+    for w in workers:
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*w.tasks.values(), return_exceptions=True)
+            await rt.redis.delete(w.health_check_key)
+    await recovery.close()
+    await rt.gate.close()
+
+
 async def run(
     settings: Settings, *, burst: bool = False, metrics_port: int | None = None, ui_port: int | None = None
 ) -> int:
@@ -128,6 +185,10 @@ async def run(
         from worker.web.auth import make_auth
 
         ui_auth = make_auth(settings.ui_token, "127.0.0.1", no_auth=False)  # before anything starts
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    if port is not None:
+        check_port_free(port)
+    await wait_for_redis(settings)
     telemetry.setup_tracing("routeq-worker")
     logsafe.install()
     rt = await build_runtime(settings)
@@ -140,7 +201,6 @@ async def run(
     # call in flight on this worker whenever one comes; afterwards collections scan only job garbage.
     gc.collect()
     gc.freeze()
-    port = metrics_port if metrics_port is not None else settings.metrics_port
     health = metrics.Health()
     server = None
     if port is not None:
@@ -169,6 +229,15 @@ async def run(
         rt.metrics.worker_up.set(0)
         for w in workers:
             w.handle_sig_wait_for_completion(sig)
+        loop.call_later(settings.drain_timeout_s + SHUTDOWN_GRACE_S, give_up)
+
+    def give_up() -> None:
+        # Redis is away (arq's own shutdown waits on it): what is still held, a live worker's reaper
+        # hands back once this process's heartbeat has stopped.
+        if any(not m.done() for m in mains):
+            log.warning("shutdown: still waiting after the drain timeout (Redis away?); exiting now")
+            for m in mains:
+                m.cancel()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, drain, sig)
@@ -181,6 +250,8 @@ async def run(
             await asyncio.sleep(0.25)
             idle_rounds = idle_rounds + 1 if await _queues_idle(rt, workers) else 0
             if idle_rounds >= 3:  # empty across all queues for ~0.75 s: nothing parked in flight either
+                log.info("queues empty, exiting")
+                logging.getLogger("arq.worker").addFilter(_burst_stop_filter)
                 for w in workers:
                     w.handle_sig(signal.SIGUSR1)
                 return
@@ -197,14 +268,15 @@ async def run(
         batch_task.cancel()
         if watcher:
             watcher.cancel()
-        for w in workers:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*w.tasks.values(), return_exceptions=True)
-                await rt.redis.delete(w.health_check_key)
         if ui is not None:
             await ui.cleanup()
-        await recovery.close()
-        await rt.gate.close()
+        try:
+            await asyncio.wait_for(_release(rt, workers, recovery), SHUTDOWN_GRACE_S)
+        except TimeoutError:
+            log.warning(
+                "shutdown: Redis did not answer within %.0fs; leaving the rest to the reaper",
+                SHUTDOWN_GRACE_S,
+            )
         if server is not None:
             server.stop()
         rt.metrics.close()

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from jobs.connections import settings_with_redis
+from jobs.connections import cli_client, settings_with_redis
 from jobs.contract import check_name
 from jobs.results import pico_to_usd
 from jobs.settings import Settings
@@ -75,7 +75,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str] | None:
 
 def _budgets(settings: Settings) -> tuple[Redis, Budgets]:
     assert settings.redis_url is not None
-    redis = Redis.from_url(settings.redis_url)
+    redis = cli_client(settings.redis_url)
     return redis, Budgets.for_settings(redis, settings)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -12,10 +13,12 @@ from typing import Any
 
 import orjson
 
-from jobs.connections import NoRedisConfigured, connect
+from jobs.connections import connect
 from jobs.contract import TaskType
 from jobs.settings import Settings
 from worker import eventloop
+from worker.cli_errors import CliError, run_command
+from worker.interrupt import StopReading, resume_command
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -27,17 +30,13 @@ def _redis_command(fn: Callable[[Any, Settings, argparse.Namespace], Awaitable[i
         settings = Settings()
 
         async def go() -> int:
-            redis = await connect(settings)
+            redis = await connect(settings, fail_fast=True)
             try:
                 return await fn(redis, settings, args)
             finally:
                 await redis.aclose()
 
-        try:
-            return asyncio.run(go())
-        except NoRedisConfigured as e:
-            print(f"routeq: {e}", file=sys.stderr)
-            return 2
+        return asyncio.run(go())
 
     return handler
 
@@ -93,6 +92,20 @@ def _enqueue_batch(args: argparse.Namespace, tags: dict[str, Any]) -> str | None
     return next(iter(given), None)
 
 
+def _enqueue_options(args: argparse.Namespace) -> list[str]:
+    """The enqueue's own options (all but --batch), to repeat in a resume command."""
+    opts: list[str] = []
+    for flag, value in (("--task", args.task), ("--prompt", args.prompt), ("--system", args.system)):
+        if value is not None and (flag != "--task" or value != "summarize" or Path(args.path).is_dir()):
+            opts += [flag, value]
+    for flag, value in (("--mode", args.mode), ("--deadline", args.deadline)):
+        if value is not None:
+            opts += [flag, value]
+    for tag in args.tag:
+        opts += ["--tag", tag]
+    return opts
+
+
 async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from jobs import sources, telemetry
     from jobs.producer import BatchRefused, Producer
@@ -126,16 +139,44 @@ async def _enqueue(redis: Any, settings: Settings, args: argparse.Namespace) -> 
         items = with_schedule(items, args.mode, args.deadline)
     progress = Progress(source.total or 0)
     telemetry.setup_tracing("routeq-producer")  # no-op unless OTEL_* asks for an exporter
+    batch_seen: list[str] = []
+
+    def announce(batch: str) -> None:
+        batch_seen.append(batch)
+        print(f"enqueueing into batch {batch}", file=sys.stderr, flush=True)
+
     try:
-        res = await Producer(redis, settings).enqueue(
-            items, batch=batch, tenant=tags.get("tenant"), on_progress=progress
-        )
+        with StopReading() as stop:
+            res = await Producer(redis, settings).enqueue(
+                stop.items(items),
+                batch=batch,
+                tenant=tags.get("tenant"),
+                on_progress=progress,
+                on_batch=announce,
+            )
     except BatchRefused as e:
         print(f"routeq enqueue: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        progress.close()
+        if batch_seen:
+            print(
+                f"interrupted: some jobs may be in batch {batch_seen[0]}; resume with: "
+                f"{resume_command(args.path, _enqueue_options(args), batch_seen[0])}",
+                file=sys.stderr,
+            )
+        return 130
     finally:
         telemetry.shutdown_tracing()  # flush the producer's spans before the process exits
     progress.close()
+    if stop.interrupted:
+        print(
+            f"interrupted: enqueued {res.enqueued} jobs into batch {res.batch} "
+            f"(duplicates {res.duplicates}, rejected {len(res.rejected)}); resume with: "
+            f"{resume_command(args.path, _enqueue_options(args), res.batch)}",
+            file=sys.stderr,
+        )
+        return 130
     for r in res.rejected:
         print(r, file=sys.stderr)
     if source.kind == "folder":
@@ -172,13 +213,34 @@ def _deadline_arg(text: str) -> str:
 
 
 # --- reading back -----------------------------------------------------------------------------------
+def _bar(st: dict[str, Any], width: int = 30) -> str:
+    total = max(1, int(st["enqueued"]))
+    finished = int(st["done"]) + int(st["failed"])
+    filled = int(width * finished / total)
+    return (
+        f"{st['batch']} [{'#' * filled}{'.' * (width - filled)}] {finished}/{st['enqueued']} "
+        f"done={st['done']} failed={st['failed']} pending={st['pending']}"
+    )
+
+
 async def _status(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from jobs.reports import batch_status
 
     st = await batch_status(redis, settings.keys, args.batch)
     if not st["exists"]:
-        print(f"routeq status: no batch {args.batch!r}", file=sys.stderr)
-        return 1
+        raise CliError(f"no batch {args.batch!r}", code=1)
+    if args.watch or args.wait:
+        live = args.watch and sys.stderr.isatty()
+        while st["pending"] > 0:
+            if args.watch:
+                # On a terminal the bar redraws in place; piped, it is one line per poll.
+                print(
+                    ("\r" if live else "") + _bar(st), end="" if live else "\n", file=sys.stderr, flush=True
+                )
+            await asyncio.sleep(args.interval)
+            st = await batch_status(redis, settings.keys, args.batch)
+        if args.watch:
+            print(("\r" if live else "") + _bar(st), file=sys.stderr, flush=True)
     if args.json:
         print(orjson.dumps(st).decode())
     else:
@@ -186,26 +248,58 @@ async def _status(redis: Any, settings: Settings, args: argparse.Namespace) -> i
     return 0
 
 
+async def _require_batch(redis: Any, settings: Settings, batch: str) -> None:
+    """An unknown batch is the same error, exit 1, in every command that reads one."""
+    from jobs.reports import batch_status
+
+    if not (await batch_status(redis, settings.keys, batch))["exists"]:
+        raise CliError(f"no batch {batch!r}", code=1)
+
+
+def _out_path(raw: str) -> Path:
+    out = Path(raw)
+    if out.is_dir():
+        raise CliError(f"--out {raw}: is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise CliError(f"--out {raw}: folder {out.parent} does not exist")
+    return out
+
+
 async def _results(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from jobs.reports import iter_results
 
-    out = open(args.out, "wb") if args.out else sys.stdout.buffer  # noqa: SIM115
-    n = 0
+    out = _out_path(args.out) if args.out else None  # checked before Redis is asked anything
+    await _require_batch(redis, settings, args.batch)
+    # A new file beside the target, renamed over it only when complete: an existing file is never
+    # truncated by a failed or interrupted run.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp") if out else None
+    sink = open(tmp, "wb") if tmp else sys.stdout.buffer  # noqa: SIM115
+    n = pending = 0
     try:
         async for row in iter_results(redis, settings.keys, args.batch):
-            out.write(orjson.dumps(row) + b"\n")
+            if row.get("status") == "pending":
+                pending += 1
+                continue
+            sink.write(orjson.dumps(row) + b"\n")
             n += 1
+        if tmp and out:
+            sink.close()
+            os.replace(tmp, out)
     finally:
-        if args.out:
-            out.close()
-    if args.out:
-        print(f"wrote {n} results to {args.out}", file=sys.stderr)
-    return 0 if n else 1
+        if tmp:
+            sink.close()
+            tmp.unlink(missing_ok=True)
+    if out:
+        print(f"wrote {n} results to {out}", file=sys.stderr)
+    if pending:
+        print(f"{pending} jobs of batch {args.batch} still pending (not written)", file=sys.stderr)
+    return 0
 
 
 async def _report(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from jobs.reports import batch_report, render_report
 
+    await _require_batch(redis, settings, args.batch)
     rep = await batch_report(redis, settings.keys, args.batch)
     print(orjson.dumps(rep).decode() if args.json else render_report(rep))
     return 0
@@ -214,6 +308,7 @@ async def _report(redis: Any, settings: Settings, args: argparse.Namespace) -> i
 async def _dead(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from jobs.reports import dead_letters
 
+    await _require_batch(redis, settings, args.batch)
     dead = await dead_letters(redis, settings.keys, args.batch)
     if args.json:
         print(orjson.dumps(dead).decode())
@@ -252,6 +347,7 @@ async def _cancel(redis: Any, settings: Settings, args: argparse.Namespace) -> i
 async def _retry(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from worker.requeue import retry_batch
 
+    await _require_batch(redis, settings, args.batch)
     n = await retry_batch(redis, settings, args.batch, dead_only=args.dead)
     print(f"re-enqueued {n} jobs of batch {args.batch}")
     return 0
@@ -274,17 +370,19 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = Settings()
     if not settings.redis_url:
-        print("routeq worker: set REDIS_URL (routeq demo starts a private Redis for you)", file=sys.stderr)
-        return 2
-    if args.ui_port is not None and settings.ui_token is None:
-        print(
-            "routeq worker: --ui-port needs ROUTEQ_UI_TOKEN (every UI page and API call needs it)",
-            file=sys.stderr,
+        raise CliError("set REDIS_URL (routeq demo starts a private Redis for you)")
+    if settings.anthropic_api_key is None and not settings.anthropic_base_url:
+        raise CliError(
+            "set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL to a stand-in such as `routeq mock-api`)"
         )
-        return 2
-    return eventloop.run(
-        app.run(settings, burst=args.burst, metrics_port=args.metrics_port, ui_port=args.ui_port)
-    )
+    if args.ui_port is not None and settings.ui_token is None:
+        raise CliError("--ui-port needs ROUTEQ_UI_TOKEN (every UI page and API call needs it)")
+    try:
+        return eventloop.run(
+            app.run(settings, burst=args.burst, metrics_port=args.metrics_port, ui_port=args.ui_port)
+        )
+    except app.CannotStart as e:
+        raise CliError(str(e)) from None
 
 
 def _mock_api(args: argparse.Namespace) -> int:
@@ -297,6 +395,16 @@ def _demo(args: argparse.Namespace) -> int:
     from worker import demo
 
     return demo.run(n_jobs=args.jobs, workers=args.workers, as_json=args.json, out=args.out)
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {n})")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,8 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--ui-port", type=int, default=None, help="also serve the web UI on 127.0.0.1:PORT")
     w.set_defaults(func=_worker)
 
+    st = sub.add_parser("status", help="a batch's counts")
+    st.add_argument("batch")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--watch", action="store_true", help="show a live progress bar until the batch ends")
+    st.add_argument("--wait", action="store_true", help="return only when the batch has ended")
+    st.add_argument("--interval", type=float, default=1.0, help="seconds between polls (--watch, --wait)")
+    st.set_defaults(func=_redis_command(_status))
     for name, fn, helptext in (
-        ("status", _status, "a batch's counts"),
         ("report", _report, "a batch's cost report per tier"),
         ("dead", _dead, "a batch's dead letters"),
     ):
@@ -369,8 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_mock_api)
 
     d = sub.add_parser("demo", help="the whole path on embedded defaults")
-    d.add_argument("--jobs", type=int, default=240)
-    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--jobs", type=_positive, default=240)
+    d.add_argument("--workers", type=_positive, default=2)
     d.add_argument("--json", action="store_true")
     d.add_argument("--out", type=Path, default=None, help="results JSONL (default out/demo-results.jsonl)")
     d.set_defaults(func=_demo)
@@ -398,8 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # One line per HTTP request is noise at fleet scale; routeq logs what matters about each call.
     logging.getLogger("httpx2").setLevel(logging.WARNING)
-    rc: int = args.func(args)
-    return rc
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

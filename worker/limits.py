@@ -9,7 +9,8 @@ clock), so skewed or crashed workers cannot break a limit:
 * **Token buckets** (``Keys.bucket(tier, kind)``, kind rpm|itpm|otpm): continuous refill, capacity =
   the per-minute limit. Admission reserves estimates; release settles with actual usage (the
   difference is refunded or charged). Cache reads do not count toward itpm, as on the API.
-* **Cooldown** (``Keys.cooldown(tier)``): set after a 429/529 for everyone; never shortened.
+* **Cooldown** (``Keys.cooldown(tier)``): set after a 429/529 for everyone; never shortened. After a
+  connection error or timeout it grows along the outage schedule (``Keys.outage(tier)`` counts the steps).
 * **Runtime limits** (``Keys.limits_config``, fields ``"<tier>:<kind>"``) overlay ``Settings.limits``;
   the scripts read them on every call, so a change applies to the very next admission.
 
@@ -47,10 +48,8 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Literal, cast
 
@@ -175,86 +174,6 @@ async def reset_limits(
     tier = Tier(tier)
     await redis.hdel(keys.limits_config, *(f"{tier}:{k}" for k in kinds))  # type: ignore[misc]
     await redis.publish(keys.limits_channel, f"limits:{tier}")
-
-
-# --- cooldowns from API responses -------------------------------------------------------------------
-
-DEFAULT_COOLDOWN_S = {429: 5.0, 529: 2.0}
-MIN_COOLDOWN_S = 0.5
-MAX_COOLDOWN_S = 60.0
-_RESET_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
-
-
-def _float(v: str | None) -> float | None:
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except ValueError:
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _instant(v: str | None) -> datetime | None:
-    """RFC 3339 (rate-limit resets) or an HTTP date (``date``, ``retry-after``), as aware UTC."""
-    if not v:
-        return None
-    try:
-        d = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        try:
-            d = parsedate_to_datetime(v)
-        except (TypeError, ValueError):
-            return None
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
-
-
-def cooldown_from_headers(
-    status: int,
-    headers: Mapping[str, str],
-    now: datetime | None = None,
-    default_s: Mapping[int, float] = DEFAULT_COOLDOWN_S,
-    max_s: float = MAX_COOLDOWN_S,
-) -> float | None:
-    """How long the whole tier should pause after a response, or ``None`` for no cooldown.
-
-    Only 429 (rate limited) and 529 (overloaded) cool down. Precedence: ``retry-after-ms``, then
-    ``retry-after`` (seconds or an HTTP date), then the latest ``anthropic-ratelimit-*-reset`` among the
-    exhausted limits (``remaining`` 0; any reset if none says so), else the status default. Absolute
-    times are compared with the response's ``date`` header when present (the API's clock, not ours).
-    The result is clamped to [MIN_COOLDOWN_S, max_s]. A spend-cap 429 is not retryable at all; that is
-    the caller's decision from the error body, not this function's.
-    """
-    if status not in (429, 529):
-        return None
-    h = {k.lower(): v for k, v in headers.items()}
-    ref = _instant(h.get("date")) or now or datetime.now(UTC)
-
-    seconds = None
-    ms = _float(h.get("retry-after-ms"))
-    if ms is not None:
-        seconds = ms / 1000
-    elif (ra := h.get("retry-after")) is not None:
-        seconds = _float(ra)
-        if seconds is None and (when := _instant(ra)) is not None:
-            seconds = (when - ref).total_seconds()
-    else:
-        resets: list[float] = []
-        exhausted: list[float] = []
-        for kind in _RESET_KINDS:
-            when = _instant(h.get(f"anthropic-ratelimit-{kind}-reset"))
-            if when is None:
-                continue
-            left = (when - ref).total_seconds()
-            resets.append(left)
-            if _float(h.get(f"anthropic-ratelimit-{kind}-remaining")) == 0:
-                exhausted.append(left)
-        pick = exhausted or resets
-        if pick:
-            seconds = max(pick)
-    if seconds is None:
-        seconds = default_s.get(status, DEFAULT_COOLDOWN_S[429])
-    return min(max(seconds, MIN_COOLDOWN_S), max_s)
 
 
 # --- admission ---------------------------------------------------------------------------------------
@@ -564,6 +483,21 @@ class TierGate:
         left = await self._scripts.run("limits_cooldown", [self.keys.cooldown(tier)], [ms, reason])
         log.info("tier %s cooling down %.2fs: %s", tier, seconds, reason)
         return int(left) / 1000
+
+    async def outage(
+        self, tier: Tier, reason: str, schedule_s: Sequence[float], streak_reset_s: float
+    ) -> tuple[float, int]:
+        """The API is unreachable from this tier: pause it fleet-wide for the next step of ``schedule_s``
+        (a streak of failed probes that sees none for ``streak_reset_s`` starts again at the first).
+
+        Returns (cooldown remaining in seconds, failed probes so far in this outage)."""
+        tier = Tier(tier)
+        steps = [max(1, math.ceil(s * 1000)) for s in schedule_s]
+        reset_ms = math.ceil(streak_reset_s * 1000)
+        left, streak = await self._scripts.run(
+            "limits_outage", [self.keys.cooldown(tier), self.keys.outage(tier)], [reason, reset_ms, *steps]
+        )
+        return int(left) / 1000, int(streak)
 
     async def cooldown_remaining(self, tier: Tier) -> float:
         return max(0, int(await self.redis.pttl(self.keys.cooldown(Tier(tier))))) / 1000

@@ -1,7 +1,7 @@
 """``routeq limits show|set``: inspect and change the fleet-wide per-tier limits at runtime.
 
-The lead wires :func:`add_limits_commands` into ``worker/cli.py``; each subcommand sets ``func`` taking
-the parsed args and returning an exit code.
+:func:`add_limits_commands` adds them to the ``routeq`` parser; each subcommand sets ``func`` taking
+the parsed args and returning an exit code. Values are checked before Redis is asked anything.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import sys
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
-from jobs.connections import settings_with_redis
+from jobs.connections import cli_client, settings_with_redis
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER, Tier
 from worker.limits import LIMIT_KINDS, TierGate, limits_detail, reset_limits, set_limits
@@ -30,25 +29,40 @@ def add_limits_commands(subparsers: Any) -> None:
 
     setp = sub.add_parser("set", help="override limits at runtime (0 or 'none' = unlimited rate)")
     setp.add_argument("tier", choices=[t.value for t in TIER_ORDER])
-    setp.add_argument("--concurrency", type=int)
+    setp.add_argument("--concurrency", type=_concurrency, metavar="N")
     for kind in ("rpm", "itpm", "otpm"):
         setp.add_argument(f"--{kind}", type=_rate, metavar="N|none")
     setp.add_argument("--reset", action="store_true", help="drop runtime overrides (back to settings) first")
     setp.set_defaults(func=cmd_set)
 
 
+# No API tier allows more; a larger number is a typo (an extra zero), not a limit.
+MAX_LIMIT = 1_000_000
+
+
+def _whole(v: str, low: int) -> int:
+    try:
+        n = int(v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
+    if not low <= n <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"{n} is out of range ({low} to {MAX_LIMIT:,})")
+    return n
+
+
+def _concurrency(v: str) -> int:
+    return _whole(v, 1)
+
+
 def _rate(v: str) -> int | str:
     if v.strip().lower() == "none":
         return "none"
-    n = int(v)
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be >= 0 (0 = unlimited)")
-    return n
+    return _whole(v, 0)  # 0 = unlimited
 
 
 async def _show(settings: Settings) -> dict[str, Any]:
     assert settings.redis_url is not None
-    redis = Redis.from_url(settings.redis_url)
+    redis = cli_client(settings.redis_url)
     try:
         gate = TierGate(redis, settings.keys, settings, owner="cli")
         detail = await limits_detail(redis, settings.keys, settings)
@@ -96,7 +110,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 async def _set(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
     assert settings.redis_url is not None
-    redis = Redis.from_url(settings.redis_url)
+    redis = cli_client(settings.redis_url)
     try:
         if args.reset:
             await reset_limits(redis, settings.keys, args.tier)
@@ -110,9 +124,6 @@ async def _set(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
 def cmd_set(args: argparse.Namespace) -> int:
     if not args.reset and all(getattr(args, k) is None for k in LIMIT_KINDS):
         print("error: give at least one of --concurrency --rpm --itpm --otpm (or --reset)", file=sys.stderr)
-        return 2
-    if args.concurrency is not None and args.concurrency < 1:
-        print("error: --concurrency must be >= 1", file=sys.stderr)
         return 2
     settings = settings_with_redis()
     if settings is None:

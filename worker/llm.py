@@ -26,7 +26,8 @@ class CallResult:
 
 
 def make_client(settings: Settings) -> AsyncAnthropic:
-    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+    # A stand-in (ANTHROPIC_BASE_URL) may take any key; the SDK refuses to send a request with none.
+    key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else "none"
     return AsyncAnthropic(
         api_key=key,
         base_url=settings.anthropic_base_url,

@@ -26,7 +26,7 @@ from jobs.keys import JOB_FUNCTION
 from jobs.results import Attempt, AttemptStatus, Cost, JobResult, JobStatus, RouteRecord
 from jobs.serialization import CORRUPT_MARK, queue_arq_job
 from jobs.sources import explain
-from jobs.tiers import TOP_TIER, Tier
+from jobs.tiers import TIER_ORDER, TOP_TIER, Tier
 from worker import cache, pricing, retry, router, tracing
 from worker.attempt import AttemptScope
 from worker.batches import gather as batches
@@ -47,6 +47,10 @@ from worker.store import persist
 
 log = logging.getLogger("routeq.pipeline")
 
+# How often a job held by a budget cap (ROUTEQ_BUDGET_ACTION=hold) is tried again.
+HOLD_RETRY_S = 60
+_AUTH_LOGGED: set[str] = set()  # worker processes that have said their API key was rejected
+
 
 class Parked(Exception):
     """The job moved to a tier queue; this run is over without an outcome."""
@@ -60,7 +64,9 @@ class Stopped(Exception):
     """The run recorded its outcome early (e.g. refused by a budget)."""
 
 
-async def process_job(ctx: dict[str, Any], payload: Any, parked: str | None = None) -> str:
+async def process_job(
+    ctx: dict[str, Any], payload: Any, parked: str | None = None, fresh_from: int = 0
+) -> str:
     rt: Runtime = ctx["routeq"]
     arq_id: str = ctx["job_id"]
     job_try: int = ctx.get("job_try", 1)
@@ -69,7 +75,7 @@ async def process_job(ctx: dict[str, Any], payload: Any, parked: str | None = No
         return "invalid"
     queue = rt.keys.tier_queue(parked) if parked else rt.keys.intake_queue
     with tracing.attempt_span(job, job_try, queue):
-        run = JobRun(rt, job, job_try, Tier(parked) if parked else None, payload)
+        run = JobRun(rt, job, job_try, Tier(parked) if parked else None, payload, fresh_from)
         if isinstance(ctx.get("enqueue_time"), dt.datetime):
             run.enqueued_at = ctx["enqueue_time"].timestamp()
         try:
@@ -128,8 +134,13 @@ async def _parse(rt: Runtime, arq_id: str, payload: Any) -> Job | None:
 
 
 class JobRun:
-    def __init__(self, rt: Runtime, job: Job, job_try: int, parked: Tier | None, wire: Any = None) -> None:
+    def __init__(
+        self, rt: Runtime, job: Job, job_try: int, parked: Tier | None, wire: Any = None, fresh_from: int = 0
+    ) -> None:
         self.rt = rt
+        # `routeq retry` gives the job a new attempt budget: attempts before this index stay in its trace
+        # (and its bill) but no longer count toward max_attempts.
+        self.fresh_from = fresh_from
         self.wire = wire if wire is not None else job.to_wire()  # the payload as enqueued, to park as is
         self.s = rt.settings
         self.job = job
@@ -182,7 +193,11 @@ class JobRun:
         ceiling = self.job.constraints.high
         escalations = sum(1 for a in self.attempts if a.status in ("check_failed", "escalated"))
         overloads = 0
-        errors = sum(1 for a in self.attempts if a.status == "error")
+        errors = sum(
+            1
+            for a in self.attempts[self.fresh_from :]
+            if a.status == "error" and retry.spends_attempt(a.error_type)
+        )
         while True:
             if self.parked is None and self.job_mode() != "realtime":
                 deadline_at = batches.deadline_of(self)
@@ -204,18 +219,16 @@ class JobRun:
                 scope.leader = await self.warm_up(tier, plan, ttl)
                 scope.admitted(await self.admit(tier, plan))
                 scope.reservation = await self.reserve_budget(tier, plan, n, scope)
+                t0 = time.perf_counter()
                 try:
                     res, cost = await self.call(tier, plan, ttl)
                 except Exception as e:
                     fault = retry.classify(e)
+                    latency_ms = int((time.perf_counter() - t0) * 1000)
                 else:
                     await scope.settle_into(writes, res, cost, plan, ttl)
             if fault is not None:
-                if fault.cooldown_tier:
-                    await self.rt.gate.cooldown(
-                        tier, 5.0 if fault.retry_after_s is None else fault.retry_after_s, fault.kind
-                    )
-                    self.rt.metrics.observe_cooldown(tier, fault.kind)
+                await self.cool_down(tier, fault)
                 attempt = Attempt(
                     n=n,
                     tier=tier,
@@ -223,12 +236,15 @@ class JobRun:
                     status="error",
                     error_type=fault.kind,
                     error=fault.message,
+                    latency_ms=latency_ms,
                     wait_ms=scope.wait_ms,
-                    started_at=time.time(),
+                    started_at=time.time(),  # as for an answer: stamped when the call ended
                 )
                 await self.save(attempt)
-                errors += 1
+                if retry.spends_attempt(fault.kind):
+                    errors += 1
                 overloads = overloads + 1 if fault.escalatable else 0
+                since = retry.outage_started_at([(a.error_type, a.started_at) for a in self.attempts])
                 action = retry.next_action(
                     fault,
                     attempt=errors,
@@ -240,6 +256,8 @@ class JobRun:
                     base_s=self.s.backoff_base_s,
                     max_s=self.s.backoff_max_s,
                     rng=self.rt.rng,
+                    outage_s=0.0 if since is None else max(0.0, time.time() - since),
+                    outage_patience_s=self.s.outage_patience_s,
                 )
                 if action.kind == "retry":
                     await asyncio.sleep(action.delay_s)
@@ -388,7 +406,7 @@ class JobRun:
                 job_id=f"{self.job_id}.{tier.value}",
                 function=JOB_FUNCTION,
                 args=[self.wire],
-                kwargs={"parked": tier.value},
+                kwargs={"parked": tier.value, **({"fresh_from": self.fresh_from} if self.fresh_from else {})},
                 expiry_ms=self.s.job_expiry_s * 1000,
                 now_ms=int(time.time() * 1000),
             )
@@ -414,7 +432,15 @@ class JobRun:
             return got
         await scope.release()
         if self.s.budget_action == "hold":
-            raise Retry(defer=60)  # arq re-runs it later; raising a cap lets it through
+            # arq re-runs it later; raising a cap lets it through. Until then status counts it as held.
+            again_ms = int((time.time() + HOLD_RETRY_S) * 1000)
+            async with self.rt.redis.pipeline(transaction=False) as p:
+                p.zadd(self.rt.keys.batch_held(self.batch), {self.job_id: again_ms})
+                p.pexpire(
+                    self.rt.keys.batch_held(self.batch), (self.s.job_expiry_s + self.s.result_ttl_s) * 1000
+                )
+                await p.execute()
+            raise Retry(defer=HOLD_RETRY_S)
         await self.finish_failed(None, "budget", got.reason)
         raise Stopped()
 
@@ -451,6 +477,30 @@ class JobRun:
                 trace_content=self.s.trace_content,
             )
         return res, cost
+
+    async def cool_down(self, tier: Tier, fault: retry.Fault) -> None:
+        """Pause the tier fleet-wide after a 429/529 (as the server asked) or an outage (growing steps)."""
+        if fault.kind == retry.AUTH_KIND:
+            if self.rt.owner not in _AUTH_LOGGED:  # once per worker process, not once per job
+                _AUTH_LOGGED.add(self.rt.owner)
+                log.error(
+                    "the API rejected the key (%s); pausing every tier %.0fs at a time until it is fixed",
+                    fault.describe(),
+                    self.s.auth_pause_s,
+                )
+            for t in TIER_ORDER:
+                await self.rt.gate.cooldown(t, self.s.auth_pause_s, fault.kind)
+        elif fault.outage:
+            left, streak = await self.rt.gate.outage(
+                tier, fault.kind, retry.OUTAGE_COOLDOWNS_S, retry.OUTAGE_STREAK_RESET_S
+            )
+            if streak == 1 or left >= retry.OUTAGE_COOLDOWNS_S[-1]:
+                log.warning("tier %s: API unreachable (%s); pausing %.0fs", tier, fault.describe(), left)
+        elif fault.cooldown_tier:
+            await self.rt.gate.cooldown(tier, retry.cooldown_s(fault), fault.kind)
+        else:
+            return
+        self.rt.metrics.observe_cooldown(tier, fault.kind)
 
     async def save(
         self, attempt: Attempt, answer: dict[str, Any] | None = None, writes: WriteBatch | None = None

@@ -1,7 +1,8 @@
 """`routeq retry`: put a batch's failed jobs back on the queue, undoing their recorded outcome first.
 
 Dead letters keep the job's payload, since arq deletes its own copy when a job ends. The job's attempt
-history stays, so the new outcome still carries (and bills) every call made before.
+history stays, so the new outcome still carries (and bills) every call made before; the re-run gets a
+fresh attempt budget (``fresh_from``: the attempts already made do not count toward ``max_attempts``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ async def _requeue(
     old = await load_result(redis, keys, job_id)
     if old is not None and not await store.unrecord(old):
         return 0
+    # A fresh attempt budget: the attempts made so far stay in the trace but are not counted again.
+    made = int(await aw(redis.llen(keys.attempts(job_id))))
     async with redis.pipeline(transaction=True) as p:
         queue_arq_job(
             p,
@@ -63,7 +66,7 @@ async def _requeue(
             job_id=job_id,
             function=JOB_FUNCTION,
             args=[job.to_wire()],
-            kwargs={},
+            kwargs={"fresh_from": made} if made else {},
             expiry_ms=settings.job_expiry_s * 1000,
             now_ms=int(time.time() * 1000),
             replace=True,

@@ -11,11 +11,13 @@ failure ``attempt == 1``.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import email.utils
 import math
 import random
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -53,6 +55,22 @@ SPEND_LIMIT_CODES: Final = frozenset(
     }
 )
 
+# Tier-wide pause when the server names none, by fault kind (the one table of cooldown defaults).
+COOLDOWN_DEFAULT_S: Final[dict[str, float]] = {"rate_limit": 5.0, "overloaded": 2.0}
+COOLDOWN_MIN_S: Final = 0.5
+
+# The API or the network is away (connection refused or reset, timeouts): the tier pauses fleet-wide for
+# the n-th step of this schedule, n counting the outage's failed probes; a streak that sees no new fault
+# for OUTAGE_STREAK_RESET_S starts again at the first step.
+OUTAGE_COOLDOWNS_S: Final = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+OUTAGE_STREAK_RESET_S: Final = 120.0
+OUTAGE_KINDS: Final = frozenset({"connection", "timeout"})
+# A rejected API key (401) holds for every job and tier until an operator fixes it: the fleet pauses
+# (every tier cools down) instead of dead-lettering each job, and no job spends attempts on it.
+AUTH_KIND: Final = "auth"
+WORLD_KINDS: Final = OUTAGE_KINDS | {AUTH_KIND}
+
+_RESET_KINDS: Final = ("requests", "tokens", "input-tokens", "output-tokens")
 _MAX_MESSAGE_CHARS: Final = 500
 # Defence in depth: an error text must never carry a credential into logs, traces or stored results.
 _SECRET_RE: Final = re.compile(r"(sk-ant-[A-Za-z0-9_\-]+|Bearer\s+\S+)")
@@ -70,6 +88,16 @@ class Fault:
     # An overload-type fault: after enough of them in a row the job may move to the next tier.
     escalatable: bool = False
     error_code: str | None = None
+
+    @property
+    def outage(self) -> bool:
+        """The API or the network is away, not something about this job: attempts are not spent on it."""
+        return self.retryable and self.kind in OUTAGE_KINDS
+
+    @property
+    def world(self) -> bool:
+        """An outage or a rejected API key: the job waits, and its attempt budget is untouched."""
+        return self.outage or self.kind == AUTH_KIND
 
     def describe(self) -> str:
         where = f"{self.kind} ({self.status})" if self.status is not None else self.kind
@@ -131,37 +159,66 @@ def _finite_nonneg(value: float) -> float | None:
     return min(max(value, 0.0), RETRY_AFTER_CAP_S)
 
 
-def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
-    """Seconds to wait as the server asked: ``retry-after-ms``, else ``retry-after`` (seconds or HTTP date).
+def _seconds(raw: Any) -> float | None:
+    try:
+        got = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return got if math.isfinite(got) else None
 
-    Garbage, NaN and infinities are ignored; a date in the past means 0; the result is capped at
-    ``RETRY_AFTER_CAP_S``. ``now`` (Unix seconds) is only used for the HTTP-date form.
+
+def _instant(raw: Any) -> float | None:
+    """An RFC 3339 time (rate-limit resets) or an HTTP date, as Unix seconds; None if neither."""
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+    if when.tzinfo is None:  # an HTTP date is GMT by definition; a bare time is ambiguous
+        return None
+    return when.timestamp()
+
+
+def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
+    """Seconds to wait as the server asked, or None when it said nothing usable.
+
+    Precedence: ``retry-after-ms``, then ``retry-after`` (seconds or an HTTP date), then the latest
+    ``anthropic-ratelimit-*-reset`` among the exhausted limits (``remaining`` 0; any reset if none says
+    so). Absolute times are measured from the response's ``date`` header when present (the API's clock,
+    not ours), else from ``now`` (Unix seconds, default the local clock). Garbage, NaN and infinities are
+    ignored; a time in the past means 0; the result is capped at ``RETRY_AFTER_CAP_S``.
     """
     if headers is None:
         return None
-    ms = headers.get("retry-after-ms")
+    ms = _seconds(headers.get("retry-after-ms"))
     if ms is not None:
-        try:
-            got = _finite_nonneg(float(ms) / 1000.0)
-        except (TypeError, ValueError):
-            got = None
-        if got is not None:
-            return got
+        return _finite_nonneg(ms / 1000.0)
+    ref = _instant(headers.get("date"))
+    if ref is None:
+        ref = time.time() if now is None else now
     raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return _finite_nonneg(float(raw))
-    except (TypeError, ValueError):
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(str(raw))
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT by definition
-        return None
-    current = time.time() if now is None else now
-    return _finite_nonneg(when.timestamp() - current)
+    if raw is not None:
+        secs = _seconds(raw)
+        if secs is not None:
+            return _finite_nonneg(secs)
+        when = _instant(raw)
+        return None if when is None else _finite_nonneg(when - ref)
+    resets: list[float] = []
+    exhausted: list[float] = []
+    for kind in _RESET_KINDS:
+        when = _instant(headers.get(f"anthropic-ratelimit-{kind}-reset"))
+        if when is None:
+            continue
+        resets.append(when - ref)
+        if _seconds(headers.get(f"anthropic-ratelimit-{kind}-remaining")) == 0:
+            exhausted.append(when - ref)
+    pick = exhausted or resets
+    return _finite_nonneg(max(pick)) if pick else None
 
 
 def _status_message(exc: anthropic.APIStatusError) -> str:
@@ -245,6 +302,32 @@ def classify(exc: BaseException, now: float | None = None) -> Fault:
     return Fault("unknown", False, message=clean_message(f"{type(exc).__name__}: {exc}"))
 
 
+# --- cooldowns -----------------------------------------------------------------------------------
+
+
+def cooldown_s(fault: Fault) -> float:
+    """How long a 429/529 pauses its tier fleet-wide: the server's word, else the kind's default."""
+    if fault.retry_after_s is not None:
+        return min(max(fault.retry_after_s, COOLDOWN_MIN_S), RETRY_AFTER_CAP_S)
+    return COOLDOWN_DEFAULT_S.get(fault.kind, COOLDOWN_DEFAULT_S["rate_limit"])
+
+
+def spends_attempt(kind: str | None) -> bool:
+    """Whether a failed attempt of this fault kind counts toward the job's ``max_attempts``."""
+    return kind not in WORLD_KINDS
+
+
+def outage_started_at(history: Sequence[tuple[str | None, float]]) -> float | None:
+    """When the job's current outage began: the start of its trailing run of outage faults, or None.
+
+    ``history`` is the job's failed and paid attempts in order, as (fault kind or None, started at).
+    """
+    since: float | None = None
+    for kind, started in history:
+        since = (started if since is None else since) if kind in WORLD_KINDS else None
+    return since
+
+
 # --- backoff --------------------------------------------------------------------------------------
 
 
@@ -307,14 +390,24 @@ def next_action(
     base_s: float = 0.5,
     max_s: float = 30.0,
     rng: random.Random | None = None,
+    outage_s: float = 0.0,
+    outage_patience_s: float = 600.0,
 ) -> Action:
     """Decide after a failed attempt.
+
+    ``attempt`` counts the job's own faults (``spends_attempt``). An outage fault (connection, timeout)
+    spends none: the job waits for the tier's outage cooldown (which paces every job of the tier) and
+    tries again, until the outage has lasted ``outage_patience_s`` (``outage_s`` so far), then fails.
 
     Order: a non-retryable fault fails at once with the API's message; an escalatable fault that is the
     ``overload_escalate_after``-th in a row (``consecutive_overloads`` includes this one) escalates
     when allowed and a higher tier exists, even if attempts are used up; otherwise retry with backoff
     until ``max_attempts`` attempts have been made, then fail.
     """
+    if fault.world:
+        if outage_s >= outage_patience_s:
+            return Fail(f"API unreachable for {outage_s:.0f}s: {fault.describe()}", fault)
+        return Retry(0.0, fault)
     if not fault.retryable:
         return Fail(fault.describe(), fault)
     if (
