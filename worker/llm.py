@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from anthropic import AsyncAnthropic
 
-from jobs.results import Usage
+from jobs.results import Cost, Usage
 from jobs.settings import Settings
+from jobs.tiers import TOP_TIER, Tier
+from worker import pricing, retry, tracing
+from worker.cache import RequestPlan, Ttl
+
+if TYPE_CHECKING:  # the runtime holds the client this module makes
+    from worker.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +81,47 @@ async def call(
         latency_ms=latency_ms,
         service_tier=(msg.get("usage") or {}).get("service_tier") or "standard",
     )
+
+
+async def priced_call(
+    rt: Runtime,
+    tier: Tier,
+    plan: RequestPlan,
+    ttl: Ttl | None,
+    *,
+    job_id: str,
+    max_output_tokens: int,
+    today: dt.date,
+) -> tuple[CallResult, Cost]:
+    """The model call in its GenAI span; returns the answer and its itemised cost (priced once, at the
+    rates of the service tier that answered)."""
+    s = rt.settings
+    model, spec = s.model_for(tier), s.spec_for(tier)
+    with tracing.genai_span(
+        model,
+        max_output_tokens,
+        tier=tier,
+        messages=plan.params["messages"],
+        system=plan.params.get("system"),
+        trace_content=s.trace_content,
+    ) as span:
+        try:
+            with rt.metrics.track_inflight(tier):
+                res = await call(rt.client, plan.params, job_id=job_id, requested_ttl=ttl)
+        except Exception as e:
+            tracing.record_genai_error(span, retry.classify(e).kind)
+            raise
+        cost = pricing.price_response(spec, res.usage, today, res.service_tier)
+        tracing.record_genai_result(
+            span,
+            response_model=res.model,
+            response_id=res.message_id,
+            usage=res.usage,
+            finish_reason=res.stop_reason,
+            cost_pusd=cost.total_pusd,
+            baseline_cost_pusd=pricing.baseline_cost(s.spec_for(TOP_TIER), res.usage, today),
+            tier=tier,
+            output_text=res.text,
+            trace_content=s.trace_content,
+        )
+    return res, cost

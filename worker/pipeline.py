@@ -16,30 +16,26 @@ import uuid
 from typing import Any
 
 from arq import Retry
-from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.contract import Job
 from jobs.documents.store import MissingDocument
-from jobs.keys import JOB_FUNCTION
-from jobs.results import Attempt, AttemptStatus, Cost, JobResult, JobStatus, RouteRecord
-from jobs.serialization import CORRUPT_MARK, queue_arq_job
-from jobs.sources import explain
-from jobs.tiers import TIER_ORDER, TOP_TIER, Tier
-from worker import cache, pricing, retry, router, tracing
+from jobs.results import Attempt, AttemptStatus, JobResult, JobStatus, RouteRecord
+from jobs.tiers import Tier
+from worker import cache, checking, intake, pricing, retry, router, tracing
 from worker.attempt import AttemptScope
 from worker.batches import gather as batches
 from worker.budget import Reservation, token_for
 from worker.cache import WarmDecision
 from worker.checks import NotJSON, parse_json_output
+from worker.cooldown import cool_down
 from worker.limits import Admission, AdmissionTimeout, Refusal
-from worker.llm import CallResult, call
+from worker.llm import priced_call
 from worker.logsafe import exception_summary
 from worker.outcome import build_result, dead_letter
 from worker.planning import RequestPlanner
 from worker.policy import cascade
-from worker.policy.answer_checks import CheckScore, score_answer
 from worker.runtime import Runtime
 from worker.scripts import WriteBatch
 from worker.shadow import maybe_shadow
@@ -49,7 +45,6 @@ log = logging.getLogger("routeq.pipeline")
 
 # How often a job held by a budget cap (ROUTEQ_BUDGET_ACTION=hold) is tried again.
 HOLD_RETRY_S = 60
-_AUTH_LOGGED: set[str] = set()  # worker processes that have said their API key was rejected
 
 
 class Parked(Exception):
@@ -70,7 +65,7 @@ async def process_job(
     rt: Runtime = ctx["routeq"]
     arq_id: str = ctx["job_id"]
     job_try: int = ctx.get("job_try", 1)
-    job = await _parse(rt, arq_id, payload)
+    job = await intake.parse_payload(rt, arq_id, payload)
     if job is None:
         return "invalid"
     queue = rt.keys.tier_queue(parked) if parked else rt.keys.intake_queue
@@ -97,40 +92,6 @@ async def process_job(
             # A bug must not make arq drop the job with no outcome: fail it with a dead letter instead.
             log.error("job %s: unexpected error: %s", job.job_id, exception_summary(e))
             return await run.finish_failed(None, "internal", f"internal error: {type(e).__name__}: {e}")
-
-
-async def _parse(rt: Runtime, arq_id: str, payload: Any) -> Job | None:
-    """A payload damaged in Redis fails that job with a clear error; the worker carries on."""
-    if isinstance(payload, dict) and CORRUPT_MARK in payload:
-        reason = str(payload[CORRUPT_MARK])
-    else:
-        try:
-            return Job.from_wire(payload)
-        except ValidationError as e:
-            reason = f"payload in Redis is not a valid job: {explain(e)}"
-        except Exception as e:
-            reason = f"payload in Redis is not a valid job: {e}"
-    job_id = arq_id.split(".")[0]
-    batch = tenant = "unknown"
-    if isinstance(payload, dict):
-        tags = payload.get("tags")
-        if isinstance(tags, dict):
-            batch = str(tags.get("batch") or batch)
-            tenant = str(tags.get("tenant") or tenant)
-    log.error("job %s: invalid payload in Redis (the reason is in its result)", job_id)
-    result = JobResult(
-        job_id=job_id,
-        batch=batch,
-        tenant=tenant,
-        task=str(payload.get("task", "?")) if isinstance(payload, dict) else "?",
-        status="failed",
-        error=reason,
-        error_type="invalid_payload",
-        finished_at=time.time(),
-    )
-    await rt.store.record(result, dead_cause={"error_type": "invalid_payload", "error": reason})
-    rt.metrics.observe_result(result)
-    return None
 
 
 class JobRun:
@@ -205,10 +166,7 @@ class JobRun:
                     refused = await batches.gather(self, route, tier, deadline_at)
                     if isinstance(refused, bool):
                         raise InBatch()
-                    if self.s.budget_action == "hold":
-                        raise Retry(defer=60)
-                    await self.finish_failed(None, "budget", refused.reason)
-                    raise Stopped()
+                    await self.refused_by_budget(refused.reason)
             if self.parked is None and self.rt.gate.waiting(tier):
                 await self.park(tier)  # saturated (jobs of ours wait in its line): no need to plan first
             plan, ttl = await self.plan(tier)
@@ -221,14 +179,22 @@ class JobRun:
                 scope.reservation = await self.reserve_budget(tier, plan, n, scope)
                 t0 = time.perf_counter()
                 try:
-                    res, cost = await self.call(tier, plan, ttl)
+                    res, cost = await priced_call(
+                        self.rt,
+                        tier,
+                        plan,
+                        ttl,
+                        job_id=self.job_id,
+                        max_output_tokens=self.job.max_output_tokens,
+                        today=self.today,
+                    )
                 except Exception as e:
                     fault = retry.classify(e)
                     latency_ms = int((time.perf_counter() - t0) * 1000)
                 else:
                     await scope.settle_into(writes, res, cost, plan, ttl)
             if fault is not None:
-                await self.cool_down(tier, fault)
+                await cool_down(self.rt, tier, fault)
                 attempt = Attempt(
                     n=n,
                     tier=tier,
@@ -267,13 +233,15 @@ class JobRun:
                     continue
                 return await self.finish_failed(route, fault.kind, action.message)
             # --- a paid answer: its slot, budget and cache writes go with its record, one round trip ---
-            check = self.check(res.text, res.stop_reason)
+            check = checking.score(
+                self.rt, self.job, self.planner.document_texts(), res.text, res.stop_reason
+            )
             decision = cascade.decide(
                 strategy=self.strategy,
                 check=check,
                 tier=tier,
                 ceiling=ceiling,
-                threshold=self.threshold(tier),
+                threshold=checking.threshold(self.rt, self.job, tier),
                 escalations=escalations,
                 max_escalations=self.s.max_escalations,
                 escalation=self.s.escalation,
@@ -316,23 +284,6 @@ class JobRun:
                     stop_reason=res.stop_reason,
                 )
             return await self.finish_done(route, attempt, res.text, res.stop_reason)
-
-    def check(self, text: str | None, stop_reason: str | None) -> CheckScore:
-        return score_answer(
-            self.job.task.value,
-            self.job.prompt,
-            text,
-            documents=self.planner.document_texts(),
-            output=self.job.output,
-            stop_reason=stop_reason,
-            enabled=list(self.s.checks.get(self.job.task, [])),
-            coefficients=self.rt.check_coefficients.get(self.job.task.value),
-        )
-
-    def threshold(self, tier: Tier) -> float:
-        """The score at or above which this tier's answer escalates: calibrated, else the settings'."""
-        calibrated = self.rt.cascade_thresholds.get(self.job.task.value, {})
-        return calibrated.get(tier.value, self.s.cascade_thresholds.get(tier, 1.0))
 
     def job_mode(self) -> str:
         return self.job.constraints.mode or self.s.default_mode
@@ -399,18 +350,7 @@ class JobRun:
         What ``enqueue_job`` writes, in one MULTI instead of its WATCH round trips. A re-run of an intake
         job parked before (its run died before arq's finish) finds the document there and adds nothing.
         """
-        async with self.rt.redis.pipeline(transaction=True) as p:
-            queue_arq_job(
-                p,
-                queue=self.rt.keys.tier_queue(tier),
-                job_id=f"{self.job_id}.{tier.value}",
-                function=JOB_FUNCTION,
-                args=[self.wire],
-                kwargs={"parked": tier.value, **({"fresh_from": self.fresh_from} if self.fresh_from else {})},
-                expiry_ms=self.s.job_expiry_s * 1000,
-                now_ms=int(time.time() * 1000),
-            )
-            await p.execute()
+        await intake.park(self.rt, self.job_id, self.wire, tier, self.fresh_from)
         self.parked = tier
         raise Parked()
 
@@ -431,76 +371,16 @@ class JobRun:
         if isinstance(got, Reservation):
             return got
         await scope.release()
+        await self.refused_by_budget(got.reason)
+        raise AssertionError("unreachable")  # refused_by_budget always raises
+
+    async def refused_by_budget(self, reason: str) -> None:
+        """A cap leaves no room: hold the job for a later try (``hold``), else fail it. Always raises."""
         if self.s.budget_action == "hold":
-            # arq re-runs it later; raising a cap lets it through. Until then status counts it as held.
-            again_ms = int((time.time() + HOLD_RETRY_S) * 1000)
-            async with self.rt.redis.pipeline(transaction=False) as p:
-                p.zadd(self.rt.keys.batch_held(self.batch), {self.job_id: again_ms})
-                p.pexpire(
-                    self.rt.keys.batch_held(self.batch), (self.s.job_expiry_s + self.s.result_ttl_s) * 1000
-                )
-                await p.execute()
-            raise Retry(defer=HOLD_RETRY_S)
-        await self.finish_failed(None, "budget", got.reason)
+            await intake.hold(self.rt, self.batch, self.job_id, HOLD_RETRY_S)
+            raise Retry(defer=HOLD_RETRY_S)  # arq re-runs it later; raising a cap lets it through
+        await self.finish_failed(None, "budget", reason)
         raise Stopped()
-
-    async def call(
-        self, tier: Tier, plan: cache.RequestPlan, ttl: cache.Ttl | None
-    ) -> tuple[CallResult, Cost]:
-        """The model call in its GenAI span; returns the answer and its itemised cost (priced once)."""
-        model, spec = self.s.model_for(tier), self.s.spec_for(tier)
-        with tracing.genai_span(
-            model,
-            self.job.max_output_tokens,
-            tier=tier,
-            messages=plan.params["messages"],
-            system=plan.params.get("system"),
-            trace_content=self.s.trace_content,
-        ) as span:
-            try:
-                with self.rt.metrics.track_inflight(tier):
-                    res = await call(self.rt.client, plan.params, job_id=self.job_id, requested_ttl=ttl)
-            except Exception as e:
-                tracing.record_genai_error(span, retry.classify(e).kind)
-                raise
-            cost = pricing.price_response(spec, res.usage, self.today, res.service_tier)
-            tracing.record_genai_result(
-                span,
-                response_model=res.model,
-                response_id=res.message_id,
-                usage=res.usage,
-                finish_reason=res.stop_reason,
-                cost_pusd=cost.total_pusd,
-                baseline_cost_pusd=pricing.baseline_cost(self.s.spec_for(TOP_TIER), res.usage, self.today),
-                tier=tier,
-                output_text=res.text,
-                trace_content=self.s.trace_content,
-            )
-        return res, cost
-
-    async def cool_down(self, tier: Tier, fault: retry.Fault) -> None:
-        """Pause the tier fleet-wide after a 429/529 (as the server asked) or an outage (growing steps)."""
-        if fault.kind == retry.AUTH_KIND:
-            if self.rt.owner not in _AUTH_LOGGED:  # once per worker process, not once per job
-                _AUTH_LOGGED.add(self.rt.owner)
-                log.error(
-                    "the API rejected the key (%s); pausing every tier %.0fs at a time until it is fixed",
-                    fault.describe(),
-                    self.s.auth_pause_s,
-                )
-            for t in TIER_ORDER:
-                await self.rt.gate.cooldown(t, self.s.auth_pause_s, fault.kind)
-        elif fault.outage:
-            left, streak = await self.rt.gate.outage(
-                tier, fault.kind, retry.OUTAGE_COOLDOWNS_S, retry.OUTAGE_STREAK_RESET_S
-            )
-            if streak == 1 or left >= retry.OUTAGE_COOLDOWNS_S[-1]:
-                log.warning("tier %s: API unreachable (%s); pausing %.0fs", tier, fault.describe(), left)
-        elif fault.cooldown_tier:
-            await self.rt.gate.cooldown(tier, retry.cooldown_s(fault), fault.kind)
-        else:
-            return
-        self.rt.metrics.observe_cooldown(tier, fault.kind)
 
     async def save(
         self, attempt: Attempt, answer: dict[str, Any] | None = None, writes: WriteBatch | None = None
