@@ -35,7 +35,7 @@ from redis.asyncio import Redis  # noqa: E402
 from jobs.reports import batch_status  # noqa: E402
 from jobs.settings import Settings  # noqa: E402
 from tests.helpers import worker_env as tests_worker_env  # noqa: E402
-from worker.embedded import Child, EmbeddedRedis, start_mock_api, start_workers  # noqa: E402
+from worker.sandbox.embedded import Child, EmbeddedRedis, start_mock_api, start_workers  # noqa: E402
 
 
 def worker_env(redis_url: str, api_url: str, **extra: str) -> dict[str, str]:

@@ -35,7 +35,7 @@ from jobs.producer import Producer
 from jobs.reports import batch_report, batch_status
 from jobs.settings import Settings
 from jobs.sources import parse_job
-from worker import corpus
+from worker.sandbox import corpus
 
 
 def jobs_in(raw: list[dict[str, Any]], mode: str) -> list[Any]:

@@ -1,6 +1,6 @@
 """Prompt caching at fleet scale: cache writes per shared prefix, input cost and wall time, in one run.
 
-    .venv/bin/python bench/cache.py [--jobs 500] [--docs 5] [--doc-tokens 20000] [--workers 2]
+    .venv/bin/python bench/cache_layout.py [--jobs 500] [--docs 5] [--doc-tokens 20000] [--workers 2]
                                     [--concurrency 16] [--latency-ms 100] [--timeout 300]
 
 ``--jobs`` questions over ``--docs`` shared documents of ``--doc-tokens`` tokens each (jobs interleaved
@@ -47,7 +47,7 @@ from jobs.contract import Job
 from jobs.producer import Producer
 from jobs.results import JobResult, usd_float
 from jobs.tiers import Tier
-from worker import cache
+from worker.policy import cache_layout
 
 CONFIGS: tuple[tuple[str, dict[str, str]], ...] = (
     ("warming", {}),
@@ -118,7 +118,7 @@ async def run_config(
 
     spec = s.spec_for(Tier.haiku)
     prefix_tokens = [
-        cache.build_request(
+        cache_layout.build_request(
             placed[d][1], s.model_for(Tier.haiku), spec, ttl="5m", caching=True
         ).cached_prefix_tokens
         for d in range(args.docs)

@@ -35,7 +35,7 @@ from jobs.tiers import TIER_ORDER  # noqa: E402
 from tests.conftest import RedisProc  # noqa: E402
 from tests.helpers import worker_env  # noqa: E402
 from tests.test_chaos import audit, chaos_jobs, kill_one  # noqa: E402
-from worker.embedded import Child, start_mock_api, start_workers  # noqa: E402
+from worker.sandbox.embedded import Child, start_mock_api, start_workers  # noqa: E402
 
 
 def fault_spec(rate: float) -> str:

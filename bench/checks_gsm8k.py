@@ -3,7 +3,7 @@
 Usage: python bench/checks_gsm8k.py [--data CSV] [--folds 10] [--seeds 5] [--write-coefficients]
 
 Each weak (cheap) answer is scored by the maths checks; answers at or above a threshold are escalated to
-the strong model (RouteLLM's sweep, worker/router_eval.py). Held-out figures come from k-fold by
+the strong model (RouteLLM's sweep, worker/routerlab/evaluate.py). Held-out figures come from k-fold by
 problem: the logistic weights are fitted on k-1 folds and score the held-out fold; the pooled
 out-of-fold scores are evaluated, repeated over several fold assignments. The main figures use
 format-neutral answers: calculator annotations dropped and the few-shot ``#### N`` line rewritten as
@@ -32,10 +32,10 @@ if str(ROOT) not in sys.path:
 
 from jobs.settings import Settings  # noqa: E402
 from jobs.tiers import Tier  # noqa: E402
-from worker import router_eval as ev  # noqa: E402
 from worker.policy.answer_checks import maths, score_answer  # noqa: E402
 from worker.policy.answer_checks.fit import fit_logistic  # noqa: E402
 from worker.policy.answer_checks.score import Signals, combine, shipped_coefficients  # noqa: E402
+from worker.routerlab import evaluate as router_eval  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "gsm8k-cascade-dev" / "gsm8k_dev.csv"
 COEFS = ROOT / "worker" / "policy" / "answer_checks" / "data" / "coefficients.json"
@@ -48,18 +48,18 @@ def neutral(text: str) -> str:
     return re.sub(r"####\s*(\S+)", r"The answer is \1.", text)
 
 
-def cascade_saved(curve: list[ev.CurvePoint], target: float = 0.95) -> dict[str, float]:
+def cascade_saved(curve: list[router_eval.CurvePoint], target: float = 0.95) -> dict[str, float]:
     goal = target * curve[-1].quality
-    share = ev._first_share(curve, lambda p: p.quality, goal)
+    share = router_eval._first_share(curve, lambda p: p.quality, goal)
     return {"escalated_share": round(share, 4), "cost_saved": round(1 - (PRICE_RATIO + share), 4)}
 
 
 def evaluate(scores: list[float], weak: list[bool], strong: list[bool]) -> dict[str, float]:
-    curve = ev.routing_curve(scores, weak, strong)
+    curve = router_eval.routing_curve(scores, weak, strong)
     return {
-        "apgr": round(ev.apgr(curve), 4),
-        "cpt50": round(ev.cpt(curve, 0.5), 4),
-        "cpt80": round(ev.cpt(curve, 0.8), 4),
+        "apgr": round(router_eval.apgr(curve), 4),
+        "cpt50": round(router_eval.cpt(curve, 0.5), 4),
+        "cpt80": round(router_eval.cpt(curve, 0.8), 4),
         **{f"at95_{k}": v for k, v in cascade_saved(curve).items()},
     }
 
@@ -147,8 +147,8 @@ def main() -> None:
         "held_out_neutral": held_out(feats["neutral"], weak, strong, a),
         "held_out_raw_format": held_out(feats["raw"], weak, strong, a),
         "shipped_in_sample": evaluate(shipped, weak, strong),
-        "prompt_length": evaluate(ev.length_scores(prompts), weak, strong),
-        "random": evaluate(ev.random_scores(len(rows), 0), weak, strong),
+        "prompt_length": evaluate(router_eval.length_scores(prompts), weak, strong),
+        "random": evaluate(router_eval.random_scores(len(rows), 0), weak, strong),
         "folds": a.folds,
         "seeds": a.seeds,
     }

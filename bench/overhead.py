@@ -50,7 +50,7 @@ from redis.asyncio import Redis
 
 from jobs.contract import Job
 from jobs.producer import Producer
-from worker.embedded import Child
+from worker.sandbox.embedded import Child
 
 ARQ_QUEUE = "bench:arq"
 INTAKE_MAX_JOBS = 64
@@ -271,7 +271,7 @@ def top_costs(path: str, n: int = 15) -> dict[str, Any]:
     by_tt = sorted(rows, key=lambda r: -r[4])[:n]
     stages = {}
     wanted = {
-        "worker/pipeline.py": (
+        "worker/pipeline/run.py": (
             "process_job",
             "run",
             "route",
@@ -282,14 +282,14 @@ def top_costs(path: str, n: int = 15) -> dict[str, Any]:
             "finish_done",
             "park",
         ),
-        "worker/intake.py": ("parse_payload", "park"),
-        "worker/store.py": ("load_state", "save_attempt_into", "record"),
-        "worker/limits.py": ("try_admit", "admit", "_queue_release", "_buckets"),
-        "worker/recovery.py": ("claim_ready",),
-        "worker/llm.py": ("call", "priced_call"),
-        "worker/tracing.py": ("attempt_span", "genai_span", "record_genai_result"),
+        "worker/pipeline/intake.py": ("parse_payload", "park"),
+        "worker/fleet/store.py": ("load_state", "save_attempt_into", "record"),
+        "worker/fleet/tier_gate.py": ("try_admit", "admit", "_queue_release"),
+        "worker/fleet/arq_worker.py": ("claim_ready",),
+        "worker/pipeline/call.py": ("call", "priced_call"),
+        "worker/observe/tracing.py": ("attempt_span", "genai_span", "record_genai_result"),
         "arq/worker.py": ("run_job", "finish_job", "start_jobs", "_poll_iteration"),
-        "worker/scorer.py": ("score",),
+        "worker/policy/scorer.py": ("score",),
         "jobs/contract.py": ("from_wire",),
     }
     for r in rows:

@@ -13,7 +13,7 @@ import random
 import time
 from pathlib import Path
 
-from worker.scorer import Scorer
+from worker.policy.scorer import Scorer
 
 
 def synthetic(n: int, seed: int = 0) -> list[str]:

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from worker import router_eval as ev  # noqa: E402
-from worker.scorer import Scorer  # noqa: E402
+from worker.policy.scorer import Scorer  # noqa: E402
+from worker.routerlab import evaluate  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "gsm8k-cascade-dev" / "gsm8k_dev.csv"
 
@@ -36,8 +36,8 @@ def main() -> None:
     t0 = time.perf_counter()
     scores = scorer.score_many(prompts)
     rate = len(prompts) / (time.perf_counter() - t0)
-    got = ev.compare(
-        [ev.Row("gsm8k", p, w, s) for p, w, s in zip(prompts, weak, strong, strict=True)], scores, 5.0
+    got = evaluate.compare(
+        [evaluate.Row("gsm8k", p, w, s) for p, w, s in zip(prompts, weak, strong, strict=True)], scores, 5.0
     )
     out = {k: {m: round(v, 4) for m, v in x.as_dict().items()} for k, x in got.items()}
     print(

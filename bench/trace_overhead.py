@@ -22,7 +22,7 @@ from jobs.connections import connect
 from jobs.contract import Job, TaskType
 from jobs.producer import Producer
 from jobs.settings import Settings
-from worker.embedded import EmbeddedRedis, wait_port
+from worker.sandbox.embedded import EmbeddedRedis, wait_port
 
 RX = """
 import sys, time

@@ -34,9 +34,9 @@ from jobs.connections import connect
 from jobs.contract import Job
 from jobs.results import Attempt, JobResult, RouteRecord, Usage
 from jobs.tiers import TIER_ORDER, TOP_TIER, Tier
-from worker import pricing
-from worker.embedded import routeq_cmd
-from worker.store import Store
+from worker.fleet.store import Store
+from worker.policy import pricing
+from worker.sandbox.embedded import routeq_cmd
 
 TOKEN = "bench-ui-token"
 

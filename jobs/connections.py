@@ -6,7 +6,7 @@ import inspect
 import sys
 import time
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -157,3 +157,8 @@ async def aw(value: Awaitable[T] | T) -> T:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def as_text(value: Any) -> str:
+    """A Redis reply (bytes, or str on a decoding client) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -132,7 +132,7 @@ class Document(_Strict):
 
     @model_serializer(mode="wrap")
     def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Unset fields stay off the wire, so a text document is exactly {"name", "text"} as before and
+        # Unset fields stay off the wire, so a text document is exactly {"name", "text"} and
         # the ids of jobs built from text documents do not change.
         out: dict[str, Any] = handler(self)
         return {

@@ -96,7 +96,7 @@ class Keys:
     def tenant_agg(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{tenant}:agg"
 
-    # --- limits (worker/limits.py) ------------------------------------------------------------
+    # --- limits (worker/fleet/tier_gate.py) ------------------------------------------------------------
     def leases(self, tier: Tier | str) -> str:
         """Sorted set lease-id -> deadline (ms, Redis clock): the global concurrency semaphore."""
         return f"{self.prefix}:limits:{tier}:leases"
@@ -136,7 +136,7 @@ class Keys:
         Per process, so a grant wakes only the process it is for."""
         return f"{self.prefix}:limits:grants:{owner}"
 
-    # --- prompt caching (worker/cache.py) -----------------------------------------------------
+    # --- prompt caching (worker/policy/cache_layout.py) -----------------------------------------------------
     def cache_warm(self, prefix_hash: str) -> str:
         """Marker that a prefix was written to the API's cache; PX = the cache TTL."""
         return f"{self.prefix}:cache:{prefix_hash}:warm"
@@ -145,7 +145,7 @@ class Keys:
         """Lock held by the one job that writes a cold prefix; PX bounded so a dead holder frees it."""
         return f"{self.prefix}:cache:{prefix_hash}:warming"
 
-    # --- budgets (worker/budget.py) -----------------------------------------------------------
+    # --- budgets (worker/fleet/budget.py) -----------------------------------------------------------
     def budget(self, scope: str, name: str) -> str:
         """Hash {cap, spent, reserved} in pico-USD for scope tenant|batch."""
         return f"{self.prefix}:budget:{scope}:{name}"
@@ -227,7 +227,7 @@ class Keys:
         """Set of a routeq batch's job ids whose request is in a Message Batch (for `routeq status`)."""
         return f"{self.prefix}:batch:{batch}:in-api"
 
-    # --- worker liveness (worker/recovery.py) -----------------------------------------------
+    # --- worker liveness (worker/fleet/recovery.py) -----------------------------------------------
     @property
     def recovery_owners(self) -> str:
         """Set of owner tokens of worker processes that registered (live or not yet reaped)."""
@@ -241,7 +241,7 @@ class Keys:
         """Set of arq job ids whose in-progress key this owner set (removed as arq finishes them)."""
         return f"{self.prefix}:recovery:jobs:{owner}"
 
-    # --- quality monitoring (worker/quality.py) -----------------------------------------------
+    # --- quality monitoring (worker/fleet/quality.py) -----------------------------------------------
     @property
     def quality(self) -> str:
         """Hash task:tier:{agree,total} counters of shadow comparisons."""

@@ -177,7 +177,7 @@ AGG_FIELDS_PER_TIER = (
 # Fields starting with this mark go to the batch aggregate only (record.lua skips the tenant's): a
 # per-minute series would grow a tenant hash, which never expires, without bound.
 BATCH_ONLY = "@"
-# Attempt error kinds (worker/retry.py) counted per tier: the API's 429 and 529 answers.
+# Attempt error kinds (worker/policy/faults.py) counted per tier: the API's 429 and 529 answers.
 HTTP_FAULTS = {"rate_limit": "http_429", "overloaded": "http_529"}
 
 

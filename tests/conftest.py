@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobs.settings import Settings
-from worker.embedded import EmbeddedRedis
+from worker.sandbox.embedded import EmbeddedRedis
 
 # A developer's stray .env must not change what the tests see (pydantic-settings reads it at init).
 Settings.model_config["env_file"] = None

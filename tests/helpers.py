@@ -11,7 +11,7 @@ import httpx2
 
 from jobs.reports import batch_status
 from jobs.settings import Settings
-from worker.embedded import Child, start_mock_api, start_workers
+from worker.sandbox.embedded import Child, start_mock_api, start_workers
 
 
 def worker_env(redis_url: str, api_url: str, **extra: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from jobs.tiers import Tier
 from worker.batches.gather import custom_id
 from worker.batches.outcome import next_step
 from worker.batches.submit import due
-from worker.mock_api.batches import CUSTOM_ID
+from worker.sandbox.mock_api.batches import CUSTOM_ID
 
 LIMITS = {"max_requests": 100, "max_bytes": 10_000, "window_ms": 5_000.0}
 

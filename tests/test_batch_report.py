@@ -8,7 +8,7 @@ from jobs.catalog import load_catalog
 from jobs.reports import build_report, render_report
 from jobs.results import Attempt, JobResult, Usage, aggregate_increments
 from jobs.tiers import Tier
-from worker.pricing import baseline_cost, price_call, price_response, uncached_cost
+from worker.policy.pricing import baseline_cost, price_call, price_response, uncached_cost
 
 DAY = dt.date(2026, 11, 1)
 CAT = load_catalog()

@@ -21,7 +21,7 @@ from jobs.results import JobResult
 from jobs.settings import Settings
 from jobs.sources import parse_job
 from tests.helpers import Fleet, api_stats, wait_batch
-from worker import corpus
+from worker.sandbox import corpus
 
 pytestmark = pytest.mark.integration
 
@@ -240,7 +240,7 @@ async def test_queue_cap_holds_across_workers(redis_url: str) -> None:
 async def test_budgets_hold_batch_rates_and_refuse_when_capped(redis_url: str) -> None:
     from decimal import Decimal
 
-    from worker.budget import Budgets
+    from worker.fleet.budget import Budgets
 
     s = Settings(redis_url=redis_url)
     redis = await connect(s)

@@ -20,9 +20,9 @@ from worker.app import build_runtime
 from worker.batches.gather import BatchItem, add, custom_id
 from worker.batches.poll import ingest, poll_open
 from worker.batches.submit import maybe_submit
-from worker.mock_api import MockConfig, RunningServer, start_server
+from worker.fleet.redis_scripts import Scripts
 from worker.runtime import Runtime
-from worker.scripts import Scripts
+from worker.sandbox.mock_api import MockConfig, RunningServer, start_server
 
 pytestmark = pytest.mark.integration
 MODEL = "claude-haiku-4-5"

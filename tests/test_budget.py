@@ -14,7 +14,8 @@ from redis.asyncio import Redis
 
 from jobs.keys import Keys
 from jobs.results import PICO
-from worker.budget import (
+from worker.cli.budget import add_budget_commands
+from worker.fleet.budget import (
     CAPS_REFRESH_S,
     BudgetRefusal,
     Budgets,
@@ -23,8 +24,7 @@ from worker.budget import (
     token_for,
     usd_to_pusd,
 )
-from worker.budget_cli import add_budget_commands
-from worker.scripts import WriteBatch
+from worker.fleet.redis_scripts import WriteBatch
 
 KEYS = Keys("rqtest")
 CENT = PICO // 100

@@ -15,14 +15,8 @@ from redis.asyncio import Redis
 from jobs.catalog import ModelSpec, load_catalog
 from jobs.contract import Document, Job, OutputFormat, TaskType
 from jobs.keys import Keys
-from worker.cache import (
-    CacheWarmer,
-    WarmDecision,
-    build_request,
-    choose_ttl,
-    estimate_tokens,
-    render_document,
-)
+from worker.fleet.cache_warmer import CacheWarmer, WarmDecision
+from worker.policy.cache_layout import build_request, choose_ttl, estimate_tokens, render_document
 
 DAY = dt.date(2026, 11, 1)
 SONNET = load_catalog().spec("claude-sonnet-4-5")  # min_cache_tokens 1024
@@ -340,7 +334,7 @@ CHILD = textwrap.dedent(
     import asyncio, sys
     from redis.asyncio import Redis
     from jobs.keys import Keys
-    from worker.cache import CacheWarmer
+    from worker.fleet.cache_warmer import CacheWarmer
 
     async def one(r):
         w = CacheWarmer(r, Keys("rqtest"), wait_s=10, poll_s=0.02)
@@ -392,7 +386,7 @@ def test_plan_ttl_marker(ttl: str) -> None:
 def test_documents_no_other_job_shares_get_no_breakpoint() -> None:
     from jobs.catalog import load_catalog
     from jobs.contract import Job
-    from worker.cache import build_request
+    from worker.policy.cache_layout import build_request
 
     spec = load_catalog().spec("claude-sonnet-4-5")
     job = Job.model_validate(

@@ -31,7 +31,7 @@ from jobs.settings import Settings
 from jobs.tiers import TOP_TIER, Tier
 from tests.conftest import RedisProc
 from tests.helpers import Fleet, api_stats, wait_batch
-from worker import cache, pricing
+from worker.policy import cache_layout, pricing
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,7 @@ def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
 
 
 def _prefix_tokens(s: Settings, job: Job, tier: Tier) -> int:
-    plan = cache.build_request(job, s.model_for(tier), s.spec_for(tier), ttl="5m", caching=True)
+    plan = cache_layout.build_request(job, s.model_for(tier), s.spec_for(tier), ttl="5m", caching=True)
     return plan.cached_prefix_tokens
 
 
@@ -277,7 +277,7 @@ async def test_below_model_minimum_no_breakpoint_no_cache_tokens(
     try:
         doc = _text(2, 2000)
         short = _jobs(doc, 8)
-        plan = cache.build_request(
+        plan = cache_layout.build_request(
             short[0], s.model_for(Tier.haiku), s.spec_for(Tier.haiku), ttl="5m", caching=True
         )
         assert plan.breakpoints == 0 and "cache_control" not in orjson.dumps(plan.params).decode()
@@ -289,7 +289,9 @@ async def test_below_model_minimum_no_breakpoint_no_cache_tokens(
         assert {r.status for r in results} == {"done"}
         for r in results:
             assert r.usage.cache_write_tokens == 0 and r.usage.cache_read_tokens == 0
-            mine = cache.build_request(by_id[r.job_id], haiku, s.spec_for(Tier.haiku), ttl="5m", caching=True)
+            mine = cache_layout.build_request(
+                by_id[r.job_id], haiku, s.spec_for(Tier.haiku), ttl="5m", caching=True
+            )
             assert r.usage.input_tokens == mine.estimated_input_tokens  # every prompt token billed as input
             assert r.cost.cache_write_5m_pusd == r.cost.cache_read_pusd == 0
             assert r.uncached_cost_pusd == r.cost.total_pusd  # no caching, no caching saving

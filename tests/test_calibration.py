@@ -18,7 +18,7 @@ from jobs.results import JobResult
 from jobs.settings import Settings
 from tests.helpers import Fleet, wait_batch
 from tests.test_cascade import PROBLEM_BAD, _replay
-from worker import calibration_store, quality
+from worker.fleet import calibration, quality
 from worker.policy.calibration import MIN_LABELS, Label, calibrate, quality_at
 
 NAMES = ("doubt",)
@@ -90,9 +90,9 @@ async def test_calibrate_stores_and_running_workers_pick_it_up(redis_url: str, t
         done = subprocess.run([*cli, "--json"], capture_output=True, text=True, env=run_env, timeout=60)
         cal = json.loads(done.stdout)["calibrations"][0]
         assert cal["fallback"] is False and cal["threshold"] is not None
-        thresholds, _, _ = await calibration_store.load_calibrated(redis, s.keys)
+        thresholds, _, _ = await calibration.load_calibrated(redis, s.keys)
         assert thresholds["reason"]["haiku"] == cal["threshold"]
-        await asyncio.sleep(calibration_store.REFRESH_S + 1.5)
+        await asyncio.sleep(calibration.REFRESH_S + 1.5)
         await Producer(redis, s).enqueue([Job(id="after", task="reason", prompt=PROBLEM_BAD)], batch="cal")
         await wait_batch(s, redis, "cal", timeout=60)
         res = JobResult.model_validate_json(await redis.get(s.keys.result(scoped_id("cal", "after"))))

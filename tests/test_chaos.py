@@ -32,8 +32,8 @@ from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER
 from tests.conftest import RedisProc
 from tests.helpers import Fleet, api_stats
-from worker.embedded import Child
-from worker.recovery import Recovery
+from worker.fleet.recovery import Recovery
+from worker.sandbox.embedded import Child
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.contract import OutputFormat
-from worker.checks import ALL_CHECKS, NotJSON, check_answer, parse_json_output
+from worker.policy.checks import ALL_CHECKS, NotJSON, check_answer, parse_json_output
 
 TEXT = OutputFormat()
 JSON = OutputFormat(type="json")

@@ -17,7 +17,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import func
 
 from jobs.keys import Keys
-from worker.recovery import RecoveringWorker
+from worker.fleet.arq_worker import RecoveringWorker
 
 pytestmark = pytest.mark.asyncio
 

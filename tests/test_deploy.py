@@ -35,9 +35,9 @@ from jobs.reports import batch_status
 from jobs.settings import Settings
 from tests.helpers import api_stats
 from tests.otlp_receiver import OtlpReceiver, otlp_receiver
-from worker.cli import build_parser
-from worker.embedded import Child, free_port, routeq_cmd, wait_port
-from worker.metrics import QUEUE_DEPTH
+from worker.cli.main import build_parser
+from worker.observe.metrics import QUEUE_DEPTH
+from worker.sandbox.embedded import Child, free_port, routeq_cmd, wait_port
 
 __all__ = ["otlp_receiver"]  # the fixture, re-exported so pytest finds it
 
@@ -374,7 +374,7 @@ def test_k8s_metrics_port_and_probes_are_consistent() -> None:
 def test_probe_paths_are_served() -> None:
     from prometheus_client import CollectorRegistry
 
-    from worker.metrics import Health, make_app
+    from worker.observe.metrics import Health, make_app
 
     health = Health()
     health.set_ready(True)
@@ -489,8 +489,8 @@ def test_compose_commands_run_against_real_processes(redis_url: str, otlp_receiv
     # Like the image, the worker needs the shipped router model unless the learned router is turned off.
     worker_env = local.env(services["worker"])
     if worker_env.get("ROUTEQ_LEARNED_ROUTER", "true").lower() not in {"0", "false", "no", "off"}:
-        assert (ROOT / "worker" / "data" / "router_model.json").exists(), (
-            "worker/data/router_model.json is not shipped: the image's worker would exit at start "
+        assert (ROOT / "worker" / "policy" / "data" / "router_model.json").exists(), (
+            "worker/policy/data/router_model.json is not shipped: the image's worker would exit at start "
             "(ROUTEQ_LEARNED_ROUTER defaults to true)"
         )
 

@@ -24,9 +24,9 @@ from jobs.producer import Located, TooLarge, check_fits
 from jobs.settings import Settings
 from jobs.sources import Rejected, read_folder, read_jsonl
 from tests import docfiles
-from worker import cache
-from worker.mock_api.errors import ApiError
-from worker.mock_api.request import parse_messages_request
+from worker.policy import cache_layout
+from worker.sandbox.mock_api.errors import ApiError
+from worker.sandbox.mock_api.request import parse_messages_request
 
 # --- readers --------------------------------------------------------------------------------------
 
@@ -143,6 +143,8 @@ def test_text_documents_keep_their_wire_form_and_job_ids() -> None:
     dump = {
         k: v for k, v in job.to_wire().items() if k not in ("id", "internal_id", "source", "trace_context")
     }
+    # when it is due is not what it is: mode and deadline stay out of the id
+    dump["constraints"] = {k: v for k, v in dump["constraints"].items() if k not in ("mode", "deadline")}
     assert dump["documents"] == [{"name": "a.txt", "text": "hello"}]
     assert (
         job.job_id == "j" + hashlib.sha256(orjson.dumps(dump, option=orjson.OPT_SORT_KEYS)).hexdigest()[:31]
@@ -282,7 +284,9 @@ def test_native_pdf_is_a_document_block_with_a_breakpoint_when_shared() -> None:
     doc = loader.load_bytes(data, ".pdf", name="c.pdf", mode="native")
     job = Job(task=TaskType.qa, prompt="What is the fee?", documents=(doc,))
     contents = {doc.ref or "": base64.b64encode(data).decode()}
-    plan = cache.build_request(job, "claude-sonnet-4-5", _spec(), ttl="5m", caching=True, contents=contents)  # type: ignore[arg-type]
+    plan = cache_layout.build_request(
+        job, "claude-sonnet-4-5", _spec(), ttl="5m", caching=True, contents=contents
+    )  # type: ignore[arg-type]
     block, prompt = plan.params["messages"][0]["content"]
     assert block["type"] == "document" and block["title"] == "c.pdf"
     assert block["source"] == {
@@ -292,7 +296,7 @@ def test_native_pdf_is_a_document_block_with_a_breakpoint_when_shared() -> None:
     }
     assert block["cache_control"] == {"type": "ephemeral"} and "cache_control" not in prompt
     assert plan.cached_prefix_tokens == 2 * PDF_TOKENS_PER_PAGE
-    alone = cache.build_request(
+    alone = cache_layout.build_request(
         job,
         "claude-sonnet-4-5",
         _spec(),
@@ -302,16 +306,16 @@ def test_native_pdf_is_a_document_block_with_a_breakpoint_when_shared() -> None:
         unshared=frozenset({doc.content_key}),
     )
     assert "cache_control" not in alone.params["messages"][0]["content"][0]
-    with pytest.raises(cache.MissingContent):
-        cache.build_request(job, "claude-sonnet-4-5", _spec(), ttl=None, caching=True)  # type: ignore[arg-type]
+    with pytest.raises(cache_layout.MissingContent):
+        cache_layout.build_request(job, "claude-sonnet-4-5", _spec(), ttl=None, caching=True)  # type: ignore[arg-type]
 
 
 def test_text_read_from_a_file_is_laid_out_like_inline_text() -> None:
     doc = loader.load_bytes(b"hello world " * 50, ".txt", name="n.txt")
     inline = Job(task=TaskType.qa, prompt="p", documents=(Document(name="n.txt", text="hello world " * 50),))
     stored = Job(task=TaskType.qa, prompt="p", documents=(doc,))
-    a = cache.build_request(inline, "m", _spec(), ttl=None, caching=True)  # type: ignore[arg-type]
-    b = cache.build_request(
+    a = cache_layout.build_request(inline, "m", _spec(), ttl=None, caching=True)  # type: ignore[arg-type]
+    b = cache_layout.build_request(
         stored, "m", _spec(), ttl=None, caching=True, contents={doc.ref or "": "hello world " * 50}
     )  # type: ignore[arg-type]
     assert a.params == b.params and a.estimated_input_tokens == b.estimated_input_tokens

@@ -13,7 +13,7 @@ from jobs.contract import Job
 from jobs.producer import Producer
 from jobs.settings import Settings
 from tests.helpers import api_stats, wait_batch, worker_env
-from worker.embedded import start_mock_api, start_workers
+from worker.sandbox.embedded import start_mock_api, start_workers
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,8 @@ from jobs.settings import Settings
 from jobs.sources import parse_job
 from jobs.tiers import TOP_TIER, Tier
 from tests.helpers import Fleet, api_stats, wait_batch
-from worker import corpus, pricing
+from worker.policy import pricing
+from worker.sandbox import corpus
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,8 @@ from jobs.tiers import TIER_ORDER, Tier
 from tests.conftest import RedisProc
 from tests.helpers import Fleet, api_stats
 from worker import cli
-from worker.limits import TierGate, reset_limits, set_limits
+from worker.fleet.limit_config import reset_limits, set_limits
+from worker.fleet.tier_gate import TierGate
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Fleet-wide limits (worker/limits.py) against a real redis-server: leases, buckets, cooldowns, config."""
+"""Fleet-wide limits (worker/fleet/tier_gate.py) against a real redis-server: leases, buckets, cooldowns,
+config."""
 
 from __future__ import annotations
 
@@ -20,16 +21,11 @@ from redis.asyncio import Redis
 from jobs.keys import Keys
 from jobs.settings import Settings, TierLimits
 from jobs.tiers import Tier
-from worker.limits import (
-    Admission,
-    AdmissionTimeout,
-    Refusal,
-    TierGate,
-    limits_detail,
-    reset_limits,
-    set_limits,
-)
-from worker.limits_cli import add_limits_commands
+from worker.cli.limits import add_limits_commands
+from worker.fleet.admission import Admission, AdmissionTimeout, Refusal
+from worker.fleet.limit_config import limits_detail, reset_limits, set_limits
+from worker.fleet.redis_scripts import WriteBatch
+from worker.fleet.tier_gate import TierGate
 
 T = Tier.sonnet
 KEYS = Keys("t")
@@ -112,7 +108,7 @@ from redis.asyncio import Redis
 from jobs.keys import Keys
 from jobs.settings import Settings, TierLimits
 from jobs.tiers import Tier
-from worker.limits import TierGate
+from worker.fleet.tier_gate import TierGate
 
 url, mode, limit, ttl = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 T = Tier.sonnet
@@ -550,3 +546,17 @@ def test_cli_without_redis_url_says_so(
     monkeypatch.chdir("/")  # no .env
     assert run_cli(["limits", "show"]) == 2
     assert "REDIS_URL" in capsys.readouterr().err
+
+
+async def test_an_answer_ends_the_outage_streak(gates: GateFactory, redis: Redis) -> None:
+    gate = await gates(make_settings(concurrency=4))
+    steps = (0.05, 0.2, 1.0)
+    assert (await gate.outage(T, "timeout", steps, 60.0))[1] == 1
+    await asyncio.sleep(0.08)  # the first pause is over: the next failed probe is a second step
+    assert (await gate.outage(T, "timeout", steps, 60.0))[1] == 2
+    await asyncio.sleep(0.25)
+    batch = WriteBatch(redis)
+    gate.answered_into(batch, T)  # a call was answered between two sporadic timeouts
+    await batch.execute()
+    left, streak = await gate.outage(T, "timeout", steps, 60.0)
+    assert streak == 1 and left <= 0.05  # back to the first, short step, not the third

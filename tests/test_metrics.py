@@ -15,8 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from jobs.keys import Keys
 from jobs.results import Attempt, Cost, JobResult, Usage
 from jobs.tiers import Tier
-from worker.embedded import free_port
-from worker.metrics import (
+from worker.observe.metrics import (
     QUEUE_DEPTH,
     QUEUE_DEPTH_UP,
     Health,
@@ -25,6 +24,7 @@ from worker.metrics import (
     heartbeat,
     start_metrics_server,
 )
+from worker.sandbox.embedded import free_port
 
 KEYS = Keys("routeq")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -23,8 +23,8 @@ from jobs.producer import Producer
 from jobs.results import JobResult, usd_float
 from jobs.settings import Settings
 from tests.helpers import worker_env
-from worker.embedded import Child, free_port, start_mock_api, start_workers
-from worker.metrics import INTAKE, queue_keys
+from worker.observe.metrics import INTAKE, queue_keys
+from worker.sandbox.embedded import Child, free_port, start_mock_api, start_workers
 
 pytestmark = pytest.mark.integration
 

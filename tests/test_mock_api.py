@@ -18,10 +18,10 @@ import anthropic
 import jsonschema
 import pytest
 
-from worker.mock_api import FaultPlan, MockConfig, ModelOverrides, RunningServer, start_server
-from worker.mock_api.caching import PromptCache
-from worker.mock_api.request import parse_messages_request
-from worker.mock_api.tokens import count_text
+from worker.sandbox.mock_api import FaultPlan, MockConfig, ModelOverrides, RunningServer, start_server
+from worker.sandbox.mock_api.caching import PromptCache
+from worker.sandbox.mock_api.request import parse_messages_request
+from worker.sandbox.mock_api.tokens import count_text
 
 HAIKU, SONNET, OPUS = "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-7"
 ROOT = Path(__file__).resolve().parent.parent
@@ -512,7 +512,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     args = ["--port", "0", "--port-file", str(port_file), "--config", str(cfg), "--faults", "529=0"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.mock_api", *args], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-m", "worker.sandbox.mock_api", *args], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
         assert proc.stdout is not None
@@ -564,7 +564,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     ],
 )
 def test_schema_instances_validate(schema: dict[str, Any]) -> None:
-    from worker.mock_api.schema_instance import instance_of
+    from worker.sandbox.mock_api.schema_instance import instance_of
 
     for seed in (b"a", b"b", b"c"):
         jsonschema.validate(instance_of(schema, seed), schema)

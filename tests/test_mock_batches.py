@@ -12,8 +12,8 @@ import aiohttp
 import anthropic
 import pytest
 
-from worker.mock_api import FaultPlan, MockConfig, RunningServer, add_arguments, start_server
-from worker.mock_api.cli import config_from_args
+from worker.sandbox.mock_api import FaultPlan, MockConfig, RunningServer, add_arguments, start_server
+from worker.sandbox.mock_api.cli import config_from_args
 
 HAIKU, SONNET = "claude-haiku-4-5", "claude-sonnet-4-6"
 StartFn = Callable[..., Awaitable[RunningServer]]
@@ -335,7 +335,7 @@ def test_cli_flag_sets_batch_latency() -> None:
 
 
 async def test_realtime_call_reports_its_service_tier(start: StartFn) -> None:
-    from worker.llm import call
+    from worker.pipeline.call import call
 
     srv = await start()
     c = client(srv)

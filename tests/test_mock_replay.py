@@ -10,8 +10,8 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from worker.embedded import start_mock_api
-from worker.mock_api.replay import ReplayFileError, load_replay
+from worker.sandbox.embedded import start_mock_api
+from worker.sandbox.mock_api.replay import ReplayFileError, load_replay
 
 HAIKU, OPUS = "claude-haiku-4-5", "claude-opus-4-5"
 

@@ -14,7 +14,7 @@ from jobs.contract import Job
 from jobs.producer import Producer
 from jobs.settings import Settings
 from tests.helpers import wait_batch, worker_env
-from worker.embedded import Child, routeq_cmd, start_mock_api, start_workers, wait_port
+from worker.sandbox.embedded import Child, routeq_cmd, start_mock_api, start_workers, wait_port
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ from jobs.contract import Job
 from jobs.producer import Producer
 from jobs.results import JobResult
 from jobs.settings import Settings
-from worker.embedded import free_port, redis_server_binary, wait_port
-from worker.store import Store
+from worker.fleet.store import Store
+from worker.sandbox.embedded import free_port, redis_server_binary, wait_port
 
 pytestmark = pytest.mark.integration
 

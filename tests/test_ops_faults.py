@@ -9,14 +9,14 @@ import random
 import httpx2
 import pytest
 
-from worker.retry import (
+from worker.policy.faults import (
     COOLDOWN_DEFAULT_S,
     COOLDOWN_MIN_S,
     OUTAGE_KINDS,
     RETRY_AFTER_CAP_S,
+    Backoff,
     Fail,
     Fault,
-    Retry,
     cooldown_s,
     next_action,
     outage_started_at,
@@ -103,7 +103,7 @@ def test_an_outage_spends_no_attempt_until_its_patience_ends(kind: str) -> None:
     fault = Fault(kind, True)  # type: ignore[arg-type]
     assert fault.outage and not spends_attempt(kind)
     # far past max_attempts, but the world (not the job) is at fault: wait for the tier's cooldown
-    assert isinstance(decide(fault, attempt=50, outage_s=59.0), Retry)
+    assert isinstance(decide(fault, attempt=50, outage_s=59.0), Backoff)
     got = decide(fault, attempt=0, outage_s=61.0)
     assert isinstance(got, Fail) and got.message.startswith("API unreachable for 61s")
 
@@ -111,7 +111,7 @@ def test_an_outage_spends_no_attempt_until_its_patience_ends(kind: str) -> None:
 def test_a_fault_of_the_job_still_spends_its_attempts() -> None:
     server = Fault("server", True)
     assert spends_attempt("server") and not server.outage
-    assert isinstance(decide(server, attempt=1), Retry)
+    assert isinstance(decide(server, attempt=1), Backoff)
     assert isinstance(decide(server, attempt=2), Fail)
 
 
@@ -132,7 +132,7 @@ async def test_outage_cooldown_grows_once_per_probe_not_per_call_in_flight(redis
 
     from jobs.settings import Settings
     from jobs.tiers import Tier
-    from worker.limits import TierGate
+    from worker.fleet.tier_gate import TierGate
 
     settings = Settings(_env_file=None, key_prefix="t")  # type: ignore[call-arg]
     r = Redis.from_url(redis_url)
@@ -159,7 +159,7 @@ async def test_outage_cooldown_grows_once_per_probe_not_per_call_in_flight(redis
 def test_a_rejected_key_pauses_instead_of_failing_the_job() -> None:
     auth = Fault("auth", False, status=401)
     assert auth.world and not spends_attempt("auth")
-    assert isinstance(decide(auth, attempt=50, outage_s=30.0), Retry)
+    assert isinstance(decide(auth, attempt=50, outage_s=30.0), Backoff)
     got = decide(auth, attempt=0, outage_s=61.0)
     assert isinstance(got, Fail) and "auth (401)" in got.message
     assert outage_started_at([("connection", 1.0), ("auth", 2.0)]) == 1.0

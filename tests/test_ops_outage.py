@@ -19,7 +19,7 @@ from jobs.producer import Producer
 from jobs.results import JobResult
 from jobs.settings import Settings
 from tests.helpers import Fleet, wait_batch
-from worker.embedded import Child, routeq_cmd, wait_port
+from worker.sandbox.embedded import Child, routeq_cmd, wait_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import redis
 
 from jobs.settings import Settings
 from tests.helpers import worker_env
-from worker.embedded import EmbeddedRedis, start_mock_api, start_workers
+from worker.sandbox.embedded import EmbeddedRedis, start_mock_api, start_workers
 
 pytestmark = pytest.mark.integration
 

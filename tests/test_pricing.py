@@ -8,7 +8,7 @@ import pytest
 
 from jobs.catalog import ModelSpec, load_catalog
 from jobs.results import Cost, Usage
-from worker.pricing import (
+from worker.policy.pricing import (
     baseline_cost,
     is_batch_tier,
     max_cost,

@@ -11,15 +11,8 @@ import pytest
 
 from jobs.contract import TaskType
 from jobs.keys import Keys
-from worker.quality import (
-    compare,
-    export_labels,
-    grading_prompt,
-    parse_grade,
-    quality_report,
-    record_comparison,
-    should_shadow,
-)
+from worker.fleet.quality import export_labels, quality_report, record_comparison
+from worker.policy.grading import compare, grading_prompt, parse_grade, should_shadow
 
 
 def test_should_shadow_is_deterministic_and_near_rate() -> None:
@@ -86,7 +79,7 @@ async def test_labels_are_capped(redis: fakeredis.FakeAsyncRedis) -> None:
 
 async def test_export_labels_trains(redis: fakeredis.FakeAsyncRedis, tmp_path: Path) -> None:
     pytest.importorskip("numpy")
-    from worker.router_train import read_rows, train
+    from worker.routerlab.train import read_rows, train
 
     keys = Keys("t")
     await redis.rpush(keys.quality_labels, b"not json")  # skipped, not fatal

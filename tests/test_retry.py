@@ -11,19 +11,19 @@ import anthropic
 import httpx2
 import pytest
 
-from worker.mock_api.errors import ERROR_TYPES  # the stand-in speaks the API's error types
-from worker.retry import (
+from worker.policy.faults import (
     RETRY_AFTER_CAP_S,
     Action,
+    Backoff,
     Escalate,
     Fail,
     Fault,
-    Retry,
     backoff_s,
     classify,
     next_action,
     parse_retry_after,
 )
+from worker.sandbox.mock_api.errors import ERROR_TYPES  # the stand-in speaks the API's error types
 
 API_KEY = "sk-ant-api03-TOPSECRETKEY"
 
@@ -311,7 +311,7 @@ def test_retry_until_exhausted() -> None:
     rng = random.Random(0)
     for attempt in range(1, 6):
         action = decide_after(PLAIN, attempt=attempt, rng=rng)
-        assert isinstance(action, Retry)
+        assert isinstance(action, Backoff)
         assert 0.0 <= action.delay_s <= 30.0
     last = decide_after(Fault("server", True, status=500, message="Internal"), attempt=6, rng=rng)
     assert isinstance(last, Fail)
@@ -325,12 +325,12 @@ def test_escalates_only_after_n_consecutive_overloads() -> None:
 
 def test_no_escalation_when_not_allowed() -> None:
     three = dict(attempt=3, consecutive_overloads=3)
-    assert isinstance(decide_after(OVERLOAD, **three, escalate_on_overload=False), Retry)  # by settings
-    assert isinstance(decide_after(OVERLOAD, **three, can_escalate=False), Retry)  # already the top tier
-    assert isinstance(decide_after(OVERLOAD, attempt=3, consecutive_overloads=2), Retry)  # not 3 in a row
+    assert isinstance(decide_after(OVERLOAD, **three, escalate_on_overload=False), Backoff)  # by settings
+    assert isinstance(decide_after(OVERLOAD, **three, can_escalate=False), Backoff)  # already the top tier
+    assert isinstance(decide_after(OVERLOAD, attempt=3, consecutive_overloads=2), Backoff)  # not 3 in a row
     rate_limited = Fault("rate_limit", True, cooldown_tier=True, status=429)
     many = dict(attempt=3, consecutive_overloads=9, overload_escalate_after=1)
-    assert isinstance(decide_after(rate_limited, **many), Retry)  # 429 is not escalatable
+    assert isinstance(decide_after(rate_limited, **many), Backoff)  # 429 is not escalatable
 
 
 def test_overload_at_attempt_limit_escalates_rather_than_fails() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from jobs.contract import Job
 from jobs.tiers import Tier
-from worker.router import Thresholds, decide
+from worker.policy.router import Thresholds, decide
 
 T = Thresholds(sonnet=0.4, opus=0.7)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import router_eval as E
-from worker.router_eval import Row
+from worker.routerlab import evaluate
+from worker.routerlab.evaluate import Row
 
 # Four prompts; escalating prompt 0 gains 1 (weak wrong, strong right), prompt 1 gains 1, the rest 0.
 WEAK = [False, False, True, True]
@@ -18,82 +18,84 @@ STRONG = [True, True, True, True]
 
 def test_perfect_router_curve_and_apgr() -> None:
     scores = [0.9, 0.8, 0.2, 0.1]  # the two gainers first
-    curve = E.routing_curve(scores, WEAK, STRONG)
+    curve = evaluate.routing_curve(scores, WEAK, STRONG)
     assert curve[0].strong_share == 0 and curve[0].pgr == 0
     assert curve[-1].strong_share == 1 and curve[-1].pgr == pytest.approx(1)
     shares = [p.strong_share for p in curve]
     assert shares == sorted(shares) and len(set(shares)) == len(shares)
     # PGR rises 0 -> 1 over the first half, then stays at 1: area = 0.5 * 0.5 + 0.5 * 1 = 0.75.
-    assert E.apgr(curve) == pytest.approx(0.75)
-    assert E.cpt(curve, 0.5) == pytest.approx(0.25)
-    assert E.cpt(curve, 1.0) == pytest.approx(0.5)
+    assert evaluate.apgr(curve) == pytest.approx(0.75)
+    assert evaluate.cpt(curve, 0.5) == pytest.approx(0.25)
+    assert evaluate.cpt(curve, 1.0) == pytest.approx(0.5)
 
 
 def test_worst_router_apgr() -> None:
-    curve = E.routing_curve([0.1, 0.2, 0.8, 0.9], WEAK, STRONG)
+    curve = evaluate.routing_curve([0.1, 0.2, 0.8, 0.9], WEAK, STRONG)
     # PGR stays 0 until half, then rises to 1: area 0.25.
-    assert E.apgr(curve) == pytest.approx(0.25)
-    assert E.cpt(curve, 0.5) == pytest.approx(0.75)
+    assert evaluate.apgr(curve) == pytest.approx(0.25)
+    assert evaluate.cpt(curve, 0.5) == pytest.approx(0.75)
 
 
 def test_cpt_interpolates_between_points() -> None:
     curve = [
-        E.CurvePoint(math.inf, 0.0, 0.0, 0.0),
-        E.CurvePoint(0.5, 0.4, 0.0, 0.8),
-        E.CurvePoint(0, 1.0, 0, 1.0),
+        evaluate.CurvePoint(math.inf, 0.0, 0.0, 0.0),
+        evaluate.CurvePoint(0.5, 0.4, 0.0, 0.8),
+        evaluate.CurvePoint(0, 1.0, 0, 1.0),
     ]
-    assert E.cpt(curve, 0.4) == pytest.approx(0.2)
-    assert E.cpt(curve, 0.9) == pytest.approx(0.7)
+    assert evaluate.cpt(curve, 0.4) == pytest.approx(0.2)
+    assert evaluate.cpt(curve, 0.9) == pytest.approx(0.7)
 
 
 def test_cost_saved_at_quality_target() -> None:
-    curve = E.routing_curve([0.9, 0.8, 0.2, 0.1], WEAK, STRONG)
+    curve = evaluate.routing_curve([0.9, 0.8, 0.2, 0.1], WEAK, STRONG)
     # Quality 1.0 (= strong's) is reached at strong share 0.5 -> cost (0.5*5 + 0.5) / 5 = 0.6.
-    assert E.cost_saved(curve, 1.0, price_ratio=5.0) == pytest.approx(0.4)
-    assert E.relative_cost(0.0, 5.0) == pytest.approx(0.2)
-    assert E.relative_cost(1.0, 5.0) == pytest.approx(1.0)
+    assert evaluate.cost_saved(curve, 1.0, price_ratio=5.0) == pytest.approx(0.4)
+    assert evaluate.relative_cost(0.0, 5.0) == pytest.approx(0.2)
+    assert evaluate.relative_cost(1.0, 5.0) == pytest.approx(1.0)
 
 
 def test_random_is_about_half_and_length_baseline_orders_by_length() -> None:
     n = 4000
     weak = [i % 3 == 0 for i in range(n)]
     strong = [True] * n
-    m = E.metrics(E.random_scores(n, seed=1), weak, strong)
+    m = evaluate.metrics(evaluate.random_scores(n, seed=1), weak, strong)
     assert 0.45 < m.apgr < 0.55
-    assert E.length_scores(["a", "abc"]) == [1.0, 3.0]
+    assert evaluate.length_scores(["a", "abc"]) == [1.0, 3.0]
 
 
 def test_quantile_matches_linear_interpolation() -> None:
-    assert E.quantile([1.0, 2.0, 3.0, 4.0], 0.5) == pytest.approx(2.5)
-    assert E.quantile([5.0], 0.3) == 5.0
+    assert evaluate.quantile([1.0, 2.0, 3.0, 4.0], 0.5) == pytest.approx(2.5)
+    assert evaluate.quantile([5.0], 0.3) == 5.0
 
 
 def test_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError):
-        E.routing_curve([0.1], [True, False], [True, True])
+        evaluate.routing_curve([0.1], [True, False], [True, True])
 
 
 def test_calibrate_two_tier_when_sonnet_gains_nothing() -> None:
     scores = [0.9, 0.8, 0.2, 0.1]
-    ts, to = E.calibrate(scores, WEAK, STRONG, target_quality=1.0, sonnet_gain=0.0)
+    ts, to = evaluate.calibrate(scores, WEAK, STRONG, target_quality=1.0, sonnet_gain=0.0)
     assert to == 0.8 and ts == to  # exactly the two gainers to opus, no sonnet band
 
 
 def test_calibrate_prefers_cheap_sonnet_band() -> None:
     scores = [0.9, 0.8, 0.2, 0.1]
     # Sonnet fixes all a strong model fixes at price 2 (< opus 5): both gainers to sonnet, none to opus.
-    ts, to = E.calibrate(scores, WEAK, STRONG, target_quality=1.0, sonnet_gain=1.0, tier_prices=(1, 2, 5))
+    ts, to = evaluate.calibrate(
+        scores, WEAK, STRONG, target_quality=1.0, sonnet_gain=1.0, tier_prices=(1, 2, 5)
+    )
     assert ts == 0.8 and to == math.inf
 
 
 def test_calibrate_top_share() -> None:
     scores = [0.9, 0.8, 0.2, 0.1]
-    ts, to = E.calibrate(scores, WEAK, STRONG, target_quality=None, target_top_share=0.25)
+    ts, to = evaluate.calibrate(scores, WEAK, STRONG, target_quality=None, target_top_share=0.25)
     assert to == 0.9 and ts == 0.9
     # Quality target 1.0 needs prompt 1 too; with half the gain from sonnet it cannot get there -> all up.
-    ts, to = E.calibrate(scores, WEAK, STRONG, target_quality=1.0, target_top_share=0.25)
+    ts, to = evaluate.calibrate(scores, WEAK, STRONG, target_quality=1.0, target_top_share=0.25)
     assert to == 0.9 and ts == 0.1
-    ts, to = E.calibrate(scores, WEAK, STRONG, target_quality=0.875, target_top_share=0.25)
+    ts, to = evaluate.calibrate(scores, WEAK, STRONG, target_quality=0.875, target_top_share=0.25)
     assert to == 0.9 and ts == 0.8
 
 
@@ -106,21 +108,21 @@ def test_cross_validate_scores_each_domain_with_a_model_that_never_saw_it() -> N
         seen.append(domains)
         return lambda prompts: [float(p.split("-")[0] in domains) for p in prompts]
 
-    out = E.cross_validate(rows, method)  # type: ignore[arg-type]
+    out = evaluate.cross_validate(rows, method)  # type: ignore[arg-type]
     assert out == [0.0] * 6  # every prompt was scored by a model not trained on its domain
     assert sorted(map(sorted, seen)) == [["a", "b"], ["a", "c"], ["b", "c"]]
 
 
 def test_leave_domain_out_learned_router_beats_random(shared_data: Path) -> None:
     pytest.importorskip("numpy")
-    from worker import router_train
+    from worker.routerlab import train
 
     t0 = time.monotonic()
-    rows = router_train.read_rows(shared_data / "mmlu_train.csv")
+    rows = train.read_rows(shared_data / "mmlu_train.csv")
     # A deterministic subset: every third prompt, 6 grouped folds, keeps this well under 20 s.
     subset = rows[::3]
-    scores = E.cross_validate(subset, router_train.method(router_train.TrainConfig()), folds=6)
-    res = E.compare(subset, scores)
+    scores = evaluate.cross_validate(subset, train.method(train.TrainConfig()), folds=6)
+    res = evaluate.compare(subset, scores)
     assert res["learned"].apgr > res["random"].apgr + 0.07
     assert res["learned"].apgr > 0.57
     assert time.monotonic() - t0 < 20

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.scorer import DENSE_FEATURES, MODEL_FORMAT, ModelFileError, Scorer, default_scorer
+from worker.policy.scorer import DENSE_FEATURES, MODEL_FORMAT, ModelFileError, Scorer, default_scorer
 
 PROMPTS = [
     "What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:",
@@ -48,7 +48,7 @@ def test_shipped_model_has_metadata() -> None:
     assert "RouteLLM" in meta["attribution"] and "Apache-2.0" in meta["attribution"]
     assert meta["cv"]["learned"]["apgr"] > meta["cv"]["random"]["apgr"]
     assert set(meta["suggested_thresholds"]) >= {"threshold_sonnet", "threshold_opus"}
-    path = Path(__file__).resolve().parent.parent / "worker" / "data" / "router_model.json"
+    path = Path(__file__).resolve().parent.parent / "worker" / "policy" / "data" / "router_model.json"
     assert path.stat().st_size < 2_000_000
 
 
@@ -101,7 +101,7 @@ def test_bad_model_files_are_rejected(over: dict[str, object]) -> None:
 
 
 def test_score_stream_keeps_order_and_reports_bad_lines() -> None:
-    from worker.router_cli import score_stream
+    from worker.cli.router import score_stream
 
     inp = io.StringIO('{"prompt": "What is 2+2?"}\nnot json\n\n{"x": 1}\n{"prompt": "Prove it."}\n')
     out, err = io.StringIO(), io.StringIO()

@@ -11,7 +11,7 @@ from jobs.contract import Job
 from jobs.producer import Producer
 from jobs.settings import Settings
 from tests.helpers import wait_batch, worker_env
-from worker.embedded import free_port, redis_server_binary, routeq_cmd, start_mock_api, wait_port
+from worker.sandbox.embedded import free_port, redis_server_binary, routeq_cmd, start_mock_api, wait_port
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,9 @@ from jobs.settings import Settings
 from jobs.tiers import TOP_TIER
 from tests.helpers import worker_env
 from tests.otlp_receiver import OtlpReceiver, Spans, by_name, otlp_receiver
-from worker import corpus, pricing
-from worker.embedded import routeq_cmd, start_mock_api
+from worker.policy import pricing
+from worker.sandbox import corpus
+from worker.sandbox.embedded import routeq_cmd, start_mock_api
 
 __all__ = ["otlp_receiver"]  # the fixture, re-exported so pytest finds it
 

@@ -15,7 +15,7 @@ from jobs.contract import Job, TaskType
 from jobs.results import RouteRecord, Usage
 from jobs.tiers import Tier
 from tests.otlp_receiver import OtlpReceiver, Spans, by_name, otlp_receiver
-from worker import tracing
+from worker.observe import tracing
 
 __all__ = ["otlp_receiver"]  # the fixture, re-exported so pytest finds it
 

@@ -15,6 +15,12 @@ from jobs.settings import Settings
 from tests.helpers import Fleet, wait_batch
 from tests.test_faults_e2e import run_cli
 
+
+def problem_lines(err: str) -> list[str]:
+    """stderr without the line that names the batch before the first write."""
+    return [line for line in err.strip().splitlines() if not line.startswith("enqueueing into batch ")]
+
+
 pytestmark = pytest.mark.integration
 
 # The README's own contract example, as one line.
@@ -82,7 +88,9 @@ async def test_conflicting_batch_values_are_errors(redis_url: str, tmp_path: Pat
     )
     rc, out, err = await asyncio.to_thread(run_cli, "enqueue", str(g), "--batch", "x3", "--json")
     assert rc == 1 and orjson.loads(out)["enqueued"] == 2
-    assert err.splitlines()[0].startswith("2: tags.batch 'elsewhere' differs from this enqueue's batch 'x3'")
+    assert problem_lines(err)[0].startswith(
+        "2: tags.batch 'elsewhere' differs from this enqueue's batch 'x3'"
+    )
     # without --batch the first line's tags.batch is the batch; a later different one is refused
     h = jsonl(
         tmp_path / "h.jsonl",
@@ -91,8 +99,11 @@ async def test_conflicting_batch_values_are_errors(redis_url: str, tmp_path: Pat
         {"task": "qa", "prompt": "g", "tags": {"batch": "second"}},
     )
     rc, out, err = await asyncio.to_thread(run_cli, "enqueue", str(h), "--json")
-    assert rc == 1 and orjson.loads(out) == {"batch": "first", "enqueued": 2, "duplicates": 0, "rejected": 1}
-    assert err.splitlines()[0].startswith("3: tags.batch 'second' differs from this enqueue's batch 'first'")
+    expected = {"batch": "first", "enqueued": 2, "duplicates": 0, "rejected": 1}
+    assert rc == 1 and orjson.loads(out) == expected
+    assert problem_lines(err)[0].startswith(
+        "3: tags.batch 'second' differs from this enqueue's batch 'first'"
+    )
 
 
 @pytest.mark.parametrize("bad", ["my batch", "a*b", "a:b", "x" * 300, "ünï", ""])
@@ -106,7 +117,7 @@ async def test_bad_batch_names_are_refused_at_enqueue(
             continue  # "--tag batch=" with nothing after '=' is the k=v usage error, tested below
         rc, out, err = await asyncio.to_thread(run_cli, "enqueue", str(f), *args)
         assert rc != 0 and out == "", (args, out, err)
-        assert len(err.strip().splitlines()) == 1, err
+        assert len(problem_lines(err)) == 1, err
         assert "letter, digit, '-', '_' or '.'" in err, err
     s = Settings(redis_url=redis_url)
     redis = await connect(s)
@@ -126,7 +137,7 @@ async def test_bad_names_in_lines_are_rejected_by_line(redis_url: str, tmp_path:
     )
     rc, out, err = await asyncio.to_thread(run_cli, "enqueue", str(f), "--batch", "fine", "--json")
     assert rc == 1 and orjson.loads(out)["enqueued"] == 1
-    reasons = dict(line.split(": ", 1) for line in err.strip().splitlines())
+    reasons = dict(line.split(": ", 1) for line in problem_lines(err))
     assert "tags.batch" in reasons["1"] and "':'" in reasons["1"]
     assert "tags.tenant" in reasons["2"] and "200 characters" in reasons["2"]
 

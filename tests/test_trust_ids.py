@@ -19,6 +19,12 @@ from jobs.settings import Settings
 from tests.helpers import Fleet, api_stats, wait_batch
 from tests.test_faults_e2e import run_cli
 
+
+def problem_lines(err: str) -> list[str]:
+    """stderr without the line that names the batch before the first write."""
+    return [line for line in err.strip().splitlines() if not line.startswith("enqueueing into batch ")]
+
+
 pytestmark = pytest.mark.integration
 
 
@@ -96,12 +102,12 @@ async def test_same_id_other_content_in_one_batch_is_rejected_by_line(
     rc, out, err = await asyncio.to_thread(run_cli, "enqueue", str(f), "--batch", "one", "--json")
     assert rc == 1
     assert orjson.loads(out) == {"batch": "one", "enqueued": 1, "duplicates": 1, "rejected": 1}
-    assert err.splitlines()[0] == "2: id row-1 already used in this batch for another job"
+    assert problem_lines(err)[0] == "2: id row-1 already used in this batch for another job"
     # Across enqueues too: the name stays taken by the first job's content.
     g = jsonl(tmp_path / "later.jsonl", row("alice", "yet another question"), row("alice", "first question"))
     rc, out, err = await asyncio.to_thread(run_cli, "enqueue", str(g), "--batch", "one", "--json")
     assert rc == 1 and orjson.loads(out)["duplicates"] == 1, (out, err)
-    assert err.splitlines()[0] == "1: id row-1 already used in this batch for another job"
+    assert problem_lines(err)[0] == "1: id row-1 already used in this batch for another job"
 
 
 async def test_a_batch_belongs_to_one_tenant(redis_url: str, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -123,7 +129,7 @@ async def test_a_batch_belongs_to_one_tenant(redis_url: str, tmp_path: Path, mon
     mixed = jsonl(tmp_path / "m.jsonl", {**row("carol", "c"), "id": "c1"}, {**row("dave", "d"), "id": "d1"})
     rc, out, err = await asyncio.to_thread(run_cli, "enqueue", str(mixed), "--batch", "mixed")
     assert rc == 1
-    assert err.splitlines()[0].startswith(
+    assert problem_lines(err)[0].startswith(
         "2: tags.tenant 'dave' differs from tenant 'carol' of batch 'mixed'"
     )
     redis = await connect(s)

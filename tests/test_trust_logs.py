@@ -17,7 +17,7 @@ from jobs.reports import iter_results
 from jobs.serialization import arq_job_payload
 from jobs.settings import Settings
 from tests.helpers import wait_batch, worker_env
-from worker.embedded import routeq_cmd, start_mock_api
+from worker.sandbox.embedded import routeq_cmd, start_mock_api
 
 pytestmark = pytest.mark.integration
 

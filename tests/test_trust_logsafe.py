@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from worker import logsafe
+from worker.observe import logsafe
 
 SECRET = "SSN 123-45-6789"
 

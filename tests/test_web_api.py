@@ -21,7 +21,7 @@ from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER, Tier
 from tests.helpers import Fleet, wait_batch, worker_env
 from tests.web_fixtures import FAULTS, SECRET_PROMPT, TOKEN, enqueue, ui_server
-from worker.embedded import routeq_cmd, start_mock_api, start_workers
+from worker.sandbox.embedded import routeq_cmd, start_mock_api, start_workers
 
 pytestmark = pytest.mark.integration
 
@@ -321,7 +321,7 @@ def test_token_never_in_the_ui_output(redis_url: str) -> None:
 
 
 async def test_set_limit_needs_csrf_and_writes_the_override(redis_url: str) -> None:
-    from worker.limits import limits_detail
+    from worker.fleet.limit_config import limits_detail
 
     async def get_limits(redis: Any, keys: Any, s: Settings) -> dict[Tier, Any]:
         detail = await limits_detail(redis, keys, s)

@@ -18,7 +18,7 @@ from jobs.settings import Settings
 from tests import browser
 from tests.helpers import Fleet, wait_batch
 from tests.web_fixtures import TOKEN, enqueue
-from worker.embedded import routeq_cmd
+from worker.sandbox.embedded import routeq_cmd
 
 pytestmark = pytest.mark.integration
 

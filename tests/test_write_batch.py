@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from jobs.results import Attempt
 from jobs.settings import Settings
 from jobs.tiers import Tier
-from worker.scripts import WriteBatch
-from worker.store import Store
+from worker.fleet.redis_scripts import WriteBatch
+from worker.fleet.store import Store
 
 pytestmark = pytest.mark.asyncio
 

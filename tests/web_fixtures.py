@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from jobs.producer import Producer
 from jobs.settings import Settings
 from jobs.sources import parse_job
-from worker import corpus
+from worker.sandbox import corpus
 from worker.web.app import HUB, make_app, start_site
 from worker.web.auth import make_auth
 from worker.web.hub import Hub

@@ -22,20 +22,22 @@ from jobs.keys import JOB_FUNCTION
 from jobs.serialization import deserialize, serialize
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER
-from worker import calibration_store, logsafe, metrics
 from worker.batches import loop as batch_loop
 from worker.batches.metrics import BatchQueueCollector
-from worker.budget import Budgets
-from worker.cache import CacheWarmer
-from worker.limits import TierGate
-from worker.llm import make_client
-from worker.pipeline import process_job
-from worker.recovery import RecoveringWorker, Recovery, new_owner_token
-from worker.router import OPUS_AT, SONNET_AT, Thresholds
+from worker.fleet import calibration
+from worker.fleet.arq_worker import RecoveringWorker
+from worker.fleet.budget import Budgets
+from worker.fleet.cache_warmer import CacheWarmer
+from worker.fleet.recovery import Recovery, new_owner_token
+from worker.fleet.store import Store
+from worker.fleet.tier_gate import TierGate
+from worker.observe import logsafe, metrics
+from worker.pipeline.call import make_client
+from worker.pipeline.run import process_job
+from worker.pipeline.shadow import SHADOW_FUNCTION, SHADOW_SLOTS, shadow_job
+from worker.policy.router import OPUS_AT, SONNET_AT, Thresholds
+from worker.policy.scorer import Scorer
 from worker.runtime import Runtime, owner_id
-from worker.scorer import Scorer
-from worker.shadow import SHADOW_FUNCTION, SHADOW_SLOTS, shadow_job
-from worker.store import Store
 
 log = logging.getLogger("routeq.worker")
 
@@ -217,7 +219,7 @@ async def run(
         from worker.web.app import make_app, start_site
 
         ui = await start_site(make_app(rt.redis, settings, ui_auth), "127.0.0.1", ui_port)
-    calibration = asyncio.ensure_future(calibration_store.refresh_forever(rt.redis, settings.keys, rt))
+    calibrating = asyncio.ensure_future(calibration.refresh_forever(rt.redis, settings.keys, rt))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -264,7 +266,7 @@ async def run(
         await asyncio.gather(*mains, return_exceptions=True)
     finally:
         beat.cancel()
-        calibration.cancel()
+        calibrating.cancel()
         batch_task.cancel()
         if watcher:
             watcher.cancel()

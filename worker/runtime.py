@@ -13,14 +13,14 @@ from arq.connections import ArqRedis
 from jobs.documents.store import ContentCache
 from jobs.keys import Keys
 from jobs.settings import Settings
-from worker.budget import Budgets
-from worker.cache import CacheWarmer
-from worker.limits import TierGate
-from worker.metrics import WorkerMetrics
+from worker.fleet.budget import Budgets
+from worker.fleet.cache_warmer import CacheWarmer
+from worker.fleet.store import Store
+from worker.fleet.tier_gate import TierGate
+from worker.observe.metrics import WorkerMetrics
 from worker.policy.answer_checks.score import Coefficients
-from worker.router import Thresholds
-from worker.scorer import Scorer
-from worker.store import Store
+from worker.policy.router import Thresholds
+from worker.policy.scorer import Scorer
 
 
 def owner_id() -> str:

@@ -19,13 +19,13 @@ from jobs import telemetry
 from jobs.results import RouteRecord
 from jobs.schedule import deadline_epoch
 from jobs.tiers import Tier
-from worker import cache, pricing
 from worker.batches.decide import Route, choose_route
-from worker.budget import BudgetRefusal, token_for
-from worker.scripts import Scripts
+from worker.fleet.budget import BudgetRefusal, token_for
+from worker.fleet.redis_scripts import Scripts
+from worker.policy import cache_layout, pricing
 
 if TYPE_CHECKING:
-    from worker.pipeline import JobRun
+    from worker.pipeline.run import JobRun
     from worker.runtime import Runtime
 
 
@@ -43,7 +43,7 @@ class BatchItem(BaseModel):
     route: RouteRecord
     deadline_at: float | None = None
     trace: dict[str, str] = {}  # W3C context of the attempt span that gathered it (empty: tracing off)
-    # The budget hold (worker/budget.py Reservation fields) settled or released when the result is in.
+    # The budget hold (worker/fleet/budget.py Reservation fields) settled or released when the result is in.
     reservation: dict[str, Any] | None = None
 
     @property
@@ -58,13 +58,13 @@ def custom_id(job_id: str, n: int) -> str:
 
 
 def deadline_of(run: JobRun) -> float | None:
-    text = run.job.constraints.deadline or run.s.default_deadline
+    text = run.job.constraints.deadline or run.settings.default_deadline
     return None if text is None else deadline_epoch(text, run.enqueued_at)
 
 
 def route_now(run: JobRun, deadline_at: float | None) -> Route:
     """Batch or realtime for this job right now (its mode, its deadline, the expected batch latency)."""
-    s = run.s
+    s = run.settings
     return choose_route(
         run.job.constraints.mode or s.default_mode,
         deadline_at,
@@ -79,10 +79,10 @@ async def gather(
 ) -> bool | BudgetRefusal:
     """Plan the request at ``tier``, hold its worst-case cost (batch rates) where a budget caps it, and
     add it; False when it was gathered before, the refusal when a cap leaves no room."""
-    s = run.s
+    s = run.settings
     model, spec = s.model_for(tier), s.spec_for(tier)
-    ttl: cache.Ttl | None = "1h" if s.caching else None
-    plan = cache.build_request(
+    ttl: cache_layout.Ttl | None = "1h" if s.caching else None
+    plan = cache_layout.build_request(
         run.job,
         model,
         spec,

@@ -19,18 +19,18 @@ import anthropic
 from jobs.connections import aw
 from jobs.contract import Job
 from jobs.results import Attempt, Cost, Usage
-from worker import pricing
 from worker.batches import outcome
 from worker.batches.decide import Route
 from worker.batches.gather import BatchItem, gather
 from worker.batches.recover import recover
 from worker.batches.submit import lease_ms
-from worker.budget import Reservation
-from worker.checks import check_answer
-from worker.llm import usage_from
-from worker.pipeline import JobRun, Parked
+from worker.fleet.budget import Reservation
+from worker.fleet.redis_scripts import Scripts, WriteBatch
+from worker.pipeline.call import usage_from
+from worker.pipeline.run import JobRun, Parked
+from worker.policy import pricing
+from worker.policy.checks import check_answer
 from worker.runtime import Runtime
-from worker.scripts import Scripts, WriteBatch
 
 log = logging.getLogger("routeq.batches")
 LOCK_MS = 120_000

@@ -15,10 +15,10 @@ from typing import Any
 import anthropic
 
 from jobs.connections import aw
-from worker import tracing
 from worker.batches.gather import BatchItem
+from worker.fleet.redis_scripts import Scripts
+from worker.observe import tracing
 from worker.runtime import Runtime
-from worker.scripts import Scripts
 
 log = logging.getLogger("routeq.batches")
 

@@ -1,6 +1,6 @@
 """Keep an answer or escalate it: the cascade's decision after each paid answer. Pure.
 
-Under ``route`` only a failed hard check escalates (as before). Under ``cascade`` an answer whose check
+Under ``route`` only a failed hard check escalates. Under ``cascade`` an answer whose check
 score is at or above its tier's threshold escalates too. Either way escalation stops at the job's
 ceiling and after ``max_escalations``; a hard failure that cannot escalate fails the job, a doubtful
 soft score that cannot escalate keeps the answer.

@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER
-from worker.limits import LIMIT_KINDS, set_limits
-from worker.requeue import retry_batch, retry_job
+from worker.fleet.limit_config import LIMIT_KINDS, set_limits
+from worker.fleet.requeue import retry_batch, retry_job
 from worker.web import reads
 from worker.web.auth import Auth, AuthConfigError, make_auth, middleware
 from worker.web.hub import Hub

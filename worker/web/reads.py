@@ -17,9 +17,9 @@ from jobs.reports import batch_report, dead_letters
 from jobs.results import JobResult
 from jobs.settings import Settings
 from jobs.tiers import TIER_ORDER
-from worker.limits import limits_detail
-from worker.quality import quality_report
-from worker.scripts import Scripts, WriteBatch
+from worker.fleet.limit_config import limits_detail
+from worker.fleet.quality import quality_report
+from worker.fleet.redis_scripts import Scripts, WriteBatch
 from worker.web import snapshot as shape
 
 # Rate of finished jobs per batch: (now, {batch: finished}) -> {batch: jobs/s}; kept by the hub.

@@ -1,8 +1,8 @@
 """Answer checks as scores: how likely an answer falls short of what its job asked, with reasons.
 
 ``score_answer`` is a pure function of the job's fields and the answer. Today's hard checks
-(worker/checks.py: invalid JSON or schema, truncated, refusal, empty) score 1; otherwise the task's soft
-signals combine in one logistic model (``score.combine``) whose default coefficients ship as data.
+(worker/policy/checks.py: invalid JSON or schema, truncated, refusal, empty) score 1; otherwise the
+task's soft signals combine in one logistic model (``score.combine``) whose default coefficients ship as data.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jobs.contract import OutputFormat
-from worker.checks import NotJSON, check_answer, parse_json_output
 from worker.policy.answer_checks import documents, maths
 from worker.policy.answer_checks.score import (
     CheckScore,
@@ -21,6 +20,7 @@ from worker.policy.answer_checks.score import (
     shipped_coefficients,
     strongest,
 )
+from worker.policy.checks import NotJSON, check_answer, parse_json_output
 
 __all__ = ["CheckScore", "Coefficients", "family_of", "score_answer", "signals_for"]
 

@@ -1,0 +1,147 @@
+"""The one place routeq depends on arq's internals (pinned: arq==0.28.0).
+
+``RecoveringWorker`` overrides ``Worker._poll_iteration``, ``finish_job`` and ``finish_failed_job``
+to claim with one script and to keep the owner's running set in step with arq's own keys."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from arq.utils import timestamp_ms, to_ms
+from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from jobs.keys import Keys
+from worker.fleet import redis_scripts
+
+log = logging.getLogger("routeq.recovery")
+# Most queue entries one claim looks at: entries already claimed (e.g. tier jobs waiting for a slot) sit at
+# the head of a queue and are skipped, so the claim reaches ready work behind them.
+CLAIM_SCAN = 2000
+
+
+class RecoveringWorker(Worker):
+    """An arq Worker whose claims carry the owner token and are listed in the owner's running set."""
+
+    def __init__(self, *args: Any, recovery_owner: str, recovery_keys: Keys, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recovery_owner = recovery_owner
+        self.recovery_running = recovery_keys.recovery_running(recovery_owner)
+        self._claim_script = self.pool.register_script(redis_scripts.source("claim"))
+
+    async def _poll_iteration(self) -> None:
+        # arq 0.28's Worker._poll_iteration with its pick (ZRANGEBYSCORE, then one WATCH/MULTI claim per id)
+        # replaced by one claim script. burst/max_burst_jobs are not used by routeq (app.run drains itself).
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            await self.claim_ready(self.max_jobs - self.job_counter)
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for job_id, t in list(self.tasks.items()):
+            if t.done():
+                del self.tasks[job_id]
+                t.result()  # errors in run_job propagate, as in arq
+        await self.heart_beat()
+
+    async def claim_ready(self, wanted: int) -> int:
+        """Claim up to ``wanted`` ready jobs in one round trip and start them; returns how many."""
+        try:
+            got = await self._claim_script(
+                keys=[self.queue_name, self.recovery_running],
+                args=[
+                    timestamp_ms(),
+                    wanted,
+                    in_progress_key_prefix,
+                    int(self.in_progress_timeout_s * 1000),
+                    self.recovery_owner,
+                    CLAIM_SCAN,
+                ],
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            # The script may have run with its reply lost (a Redis restart): hand such claims back.
+            await self._hand_back_orphans(e)
+            return 0
+        for i in range(0, len(got), 2):
+            job_id = got[i].decode()
+            await self.sem.acquire()  # free: job_counter < max_jobs, and the two move together
+            self.job_counter += 1
+            t = self.loop.create_task(self.run_job(job_id, int(float(got[i + 1]))))
+            t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = t
+        return len(got) // 2
+
+    async def _hand_back_orphans(self, error: BaseException) -> None:
+        """Claims of this queue listed as ours with no task running them are released for a re-claim."""
+        try:
+            ids = [i.decode() for i in await self.pool.smembers(self.recovery_running)]  # type: ignore[misc]
+            for job_id in ids:
+                running = self.tasks.get(job_id)
+                if running is not None and not running.done():
+                    continue
+                if await self.pool.zscore(self.queue_name, job_id) is None:
+                    continue  # another queue's job (same owner, another puller) or already finished
+                key = in_progress_key_prefix + job_id
+                got = await self.pool.get(key)
+                if got is not None and got.decode() == self.recovery_owner:
+                    log.warning("claim of %s went through despite %s: handing it back", job_id, error)
+                    await self.pool.delete(key)
+                    await self.pool.srem(self.recovery_running, job_id)  # type: ignore[misc]
+        except Exception as e:  # still unreachable: the reaper's owner token rule covers a later death
+            log.error("cannot check claims after %s (then %s); will retry on the next error", error, e)
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        # arq 0.28's Worker.finish_job with the SREM from the owner's running set in the same MULTI.
+        async with self.pool.pipeline(transaction=True) as tr:
+            delete_keys = []
+            in_progress_key = in_progress_key_prefix + job_id
+            if keep_in_progress is None:
+                delete_keys += [in_progress_key]
+                tr.srem(self.recovery_running, job_id)
+            else:
+                tr.pexpire(in_progress_key, to_ms(keep_in_progress))
+            if finish:
+                if result_data:
+                    expire = None if keep_result_forever else result_timeout_s
+                    tr.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
+                delete_keys += [retry_key_prefix + job_id, job_key_prefix + job_id]
+                tr.zrem(abort_jobs_ss, job_id)
+                tr.zrem(self.queue_name, job_id)
+            elif incr_score:
+                tr.zincrby(self.queue_name, incr_score, job_id)
+            if delete_keys:
+                tr.delete(*delete_keys)
+            await tr.execute()
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        # arq 0.28's Worker.finish_failed_job, likewise.
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(
+                retry_key_prefix + job_id,
+                in_progress_key_prefix + job_id,
+                job_key_prefix + job_id,
+            )
+            tr.srem(self.recovery_running, job_id)
+            tr.zrem(abort_jobs_ss, job_id)
+            tr.zrem(self.queue_name, job_id)
+            keep_result = self.keep_result_forever or self.keep_result_s > 0
+            if result_data is not None and keep_result:
+                expire = 0 if self.keep_result_forever else self.keep_result_s
+                tr.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
+            await tr.execute()

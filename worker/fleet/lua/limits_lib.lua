@@ -1,0 +1,145 @@
+-- Shared helpers of routeq's limit scripts. worker/fleet/tier_gate.py prepends this file to each limits
+-- script before registering it (Redis scripts cannot include one another).
+--
+-- Time is always the Redis server's (TIME), so worker clock skew cannot break fleet-wide limits.
+-- Redis >= 5 replicates script effects by default; the call makes TIME-then-write safe on older ones.
+if redis.replicate_commands then redis.replicate_commands() end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A limit from the runtime config hash (field "<tier>:<kind>") else the settings default given in
+-- ARGV. "none" (or a non-positive number) means unlimited: returns nil.
+local function limit_of(config_key, tier, kind, default)
+  local v = redis.call('HGET', config_key, tier .. ':' .. kind)
+  if not v then v = default end
+  if v == nil or v == '' or v == 'none' then return nil end
+  local n = tonumber(v)
+  if n == nil or n <= 0 then return nil end
+  return n
+end
+
+-- Continuous-refill bucket: capacity = per-minute limit, refill limit/60000 per ms. A missing bucket is
+-- full. The level may be negative (debt after settling a call that used more than it reserved).
+local function bucket_level(key, cap, now)
+  local s = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens, ts = tonumber(s[1]), tonumber(s[2])
+  if tokens == nil or ts == nil then return cap end
+  local level = tokens + math.max(0, now - ts) * cap / 60000
+  if level > cap then level = cap end
+  return level
+end
+
+local function bucket_write(key, cap, level, now)
+  redis.call('HSET', key, 'tokens', string.format('%.6f', level), 'ts', now)
+  -- A missing bucket reads as full, so the key may go once refill would have filled it (debt included).
+  redis.call('PEXPIRE', key, math.ceil((cap - level) * 60000 / cap) + 1000)
+end
+
+-- How long (ms) until `amount` fits. An amount above capacity is admitted once the bucket is full
+-- (it then goes into debt) so oversized requests are slowed, not starved forever.
+local function bucket_wait_ms(level, cap, amount)
+  local need = math.min(amount, cap)
+  if level >= need then return 0 end
+  return math.ceil((need - level) * 60000 / cap)
+end
+
+-- All-or-nothing take from several buckets. kinds/keys/caps/amounts are parallel lists (cap nil =
+-- unlimited, skipped). Returns 0, nil on success, else the longest wait (ms) and the kind causing it.
+local function buckets_take(keys, kinds, caps, amounts, now)
+  local levels = {}
+  local worst_ms, worst_kind = 0, nil
+  for i = 1, #keys do
+    if caps[i] ~= nil and amounts[i] > 0 then
+      levels[i] = bucket_level(keys[i], caps[i], now)
+      local w = bucket_wait_ms(levels[i], caps[i], amounts[i])
+      if w > worst_ms then worst_ms, worst_kind = w, kinds[i] end
+    end
+  end
+  if worst_kind ~= nil then return worst_ms, worst_kind end
+  for i = 1, #keys do
+    if levels[i] ~= nil then bucket_write(keys[i], caps[i], levels[i] - amounts[i], now) end
+  end
+  return 0, nil
+end
+
+-- Apply signed deltas unconditionally (settling: + charges more, - refunds), capped at capacity.
+local function buckets_settle(keys, caps, deltas, now)
+  for i = 1, #keys do
+    if caps[i] ~= nil and deltas[i] ~= 0 then
+      local level = bucket_level(keys[i], caps[i], now) - deltas[i]
+      if level > caps[i] then level = caps[i] end
+      bucket_write(keys[i], caps[i], level, now)
+    end
+  end
+end
+
+-- The fleet-wide line of waiters of a tier, first come first served. Zset lease id -> first-seen ms (the
+-- order) and hash lease id -> "deadline ms|itpm|otpm" (what the waiter asks for). A waiter refreshes its
+-- deadline on every try; one that stops trying (its process died, it gave up) expires and is dropped.
+local function line_entry(info_key, id, now)
+  local v = redis.call('HGET', info_key, id)
+  if not v then return nil end
+  local d, i, o = string.match(v, '^(%d+)|(%d+)|(%d+)$')
+  if d == nil or tonumber(d) < now then return nil end
+  return {tonumber(i), tonumber(o)}
+end
+
+local function line_leave(line_key, info_key, id)
+  redis.call('ZREM', line_key, id)
+  redis.call('HDEL', info_key, id)
+end
+
+-- The first live waiter (id, {itpm, otpm}), dropping expired ones on the way; nil if nobody waits.
+local function line_head(line_key, info_key, now)
+  while true do
+    local first = redis.call('ZRANGE', line_key, 0, 0)
+    if #first == 0 then return nil end
+    local asks = line_entry(info_key, first[1], now)
+    if asks then return first[1], asks end
+    line_leave(line_key, info_key, first[1])
+  end
+end
+
+-- Admission to a tier, atomically: cooldown -> concurrency lease -> rpm/itpm/otpm buckets. Nothing
+-- changes unless everything passes, so a refusal never needs undoing.
+-- K: {leases, cooldown, config, rpm bucket, itpm bucket, otpm bucket, line, line info}
+-- A: {tier, lease id, ttl ms, defaults for concurrency, rpm, itpm, otpm, amounts rpm, itpm, otpm}
+-- waiting: the caller is in the line (may go ahead of it); else a newcomer, refused while anyone waits.
+-- Returns {granted 0|1, reason, retry ms, holders (after a grant), concurrency limit (-1 = none)}.
+local function acquire(K, A, waiting, now)
+  local tier = A[1]
+  local cool = redis.call('PTTL', K[2])
+  if cool > 0 then
+    return {0, 'cooldown', cool, 0, -1}
+  end
+  -- Reap leases of holders that stopped renewing (crashed, SIGKILLed, partitioned).
+  redis.call('ZREMRANGEBYSCORE', K[1], '-inf', now)
+  local holders = redis.call('ZCARD', K[1])
+  local limit = limit_of(K[3], tier, 'concurrency', A[4])
+  if limit ~= nil and holders >= limit then
+    -- Without a release, the earliest deadline is when a slot frees at the latest.
+    local first = redis.call('ZRANGE', K[1], 0, 0, 'WITHSCORES')
+    local retry = 1000
+    if first[2] then retry = math.max(1, tonumber(first[2]) - now) end
+    return {0, 'concurrency', retry, holders, limit}
+  end
+  if not waiting and line_head(K[7], K[8], now) ~= nil then
+    return {0, 'queued', 100, holders, limit or -1}
+  end
+  local caps = {
+    limit_of(K[3], tier, 'rpm', A[5]),
+    limit_of(K[3], tier, 'itpm', A[6]),
+    limit_of(K[3], tier, 'otpm', A[7]),
+  }
+  local amounts = {tonumber(A[8]), tonumber(A[9]), tonumber(A[10])}
+  local wait, kind = buckets_take({K[4], K[5], K[6]}, {'rpm', 'itpm', 'otpm'}, caps, amounts, now)
+  if kind ~= nil then
+    return {0, kind, wait, holders, limit or -1}
+  end
+  redis.call('ZADD', K[1], now + tonumber(A[3]), A[2])
+  if waiting then line_leave(K[7], K[8], A[2]) end
+  return {1, '', 0, holders + 1, limit or -1}
+end

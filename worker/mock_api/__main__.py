@@ -1,7 +1,0 @@
-"""``python -m worker.mock_api [options]``: the same server as ``routeq mock-api``."""
-
-from __future__ import annotations
-
-from worker.mock_api.cli import main
-
-raise SystemExit(main())
