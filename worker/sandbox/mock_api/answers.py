@@ -174,3 +174,29 @@ def make_answer(req: ParsedRequest, markers: frozenset[str], replayed: str | Non
     if count_text(text) > req.max_tokens:
         return Answer(_cut(text, req.max_tokens), "max_tokens", req.max_tokens)
     return Answer(text, "end_turn", max(1, count_text(text)))
+
+
+def message_body(
+    message_id: str, model: str, answer: Answer, plan: Any, uncached: int, service_tier: str
+) -> dict[str, Any]:
+    """A Messages API response body, as the realtime endpoint and a Message Batch result both carry it."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": answer.content(),
+        "stop_reason": answer.stop_reason,
+        "stop_sequence": answer.stop_sequence,
+        "usage": {
+            "input_tokens": uncached,
+            "output_tokens": answer.output_tokens,
+            "cache_creation_input_tokens": plan.write,
+            "cache_read_input_tokens": plan.read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": plan.write_5m,
+                "ephemeral_1h_input_tokens": plan.write_1h,
+            },
+            "service_tier": service_tier,
+        },
+    }

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from worker.sandbox.mock_api.answers import active_markers, make_answer
+from worker.sandbox.mock_api.answers import active_markers, make_answer, message_body
 from worker.sandbox.mock_api.errors import ERROR_TYPES, ApiError, invalid
 from worker.sandbox.mock_api.request import decode_body, parse_messages_request
 from worker.sandbox.mock_api.tokens import canonical_json
@@ -237,26 +237,7 @@ class BatchStore:
         if key in self._billed:
             s.stats.batches.duplicate_requests += 1
         self._billed.add(key)
-        message = {
-            "id": "msg_" + os.urandom(12).hex(),
-            "type": "message",
-            "role": "assistant",
-            "model": req.model,
-            "content": answer.content(),
-            "stop_reason": answer.stop_reason,
-            "stop_sequence": answer.stop_sequence,
-            "usage": {
-                "input_tokens": uncached,
-                "output_tokens": answer.output_tokens,
-                "cache_creation_input_tokens": plan.write,
-                "cache_read_input_tokens": plan.read,
-                "cache_creation": {
-                    "ephemeral_5m_input_tokens": plan.write_5m,
-                    "ephemeral_1h_input_tokens": plan.write_1h,
-                },
-                "service_tier": "batch",
-            },
-        }
+        message = message_body("msg_" + os.urandom(12).hex(), req.model, answer, plan, uncached, "batch")
         return {"type": "succeeded", "message": message}
 
     def _get(self, request: web.Request) -> MockBatch:

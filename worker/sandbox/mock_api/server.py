@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from worker.sandbox.mock_api.answers import active_markers, make_answer
+from worker.sandbox.mock_api.answers import active_markers, make_answer, message_body
 from worker.sandbox.mock_api.batches import BatchStore, add_batch_routes
 from worker.sandbox.mock_api.caching import PromptCache
 from worker.sandbox.mock_api.config import MockConfig, ModelSpec
@@ -183,26 +183,7 @@ class Handlers:
             if job:
                 s.stats.jobs[job] += 1
             s.stats.documents.update(req.documents)
-            payload = {
-                "id": _new_id("msg_"),
-                "type": "message",
-                "role": "assistant",
-                "model": req.model,
-                "content": answer.content(),
-                "stop_reason": answer.stop_reason,
-                "stop_sequence": answer.stop_sequence,
-                "usage": {
-                    "input_tokens": uncached,
-                    "output_tokens": answer.output_tokens,
-                    "cache_creation_input_tokens": plan.write,
-                    "cache_read_input_tokens": plan.read,
-                    "cache_creation": {
-                        "ephemeral_5m_input_tokens": plan.write_5m,
-                        "ephemeral_1h_input_tokens": plan.write_1h,
-                    },
-                    "service_tier": "standard",
-                },
-            }
+            payload = message_body(_new_id("msg_"), req.model, answer, plan, uncached, "standard")
             return _json(200, payload, {"request-id": rid, **limiter.headers()})
         finally:
             limiter.release()
