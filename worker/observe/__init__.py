@@ -1,2 +1,3 @@
-"""Observability of a worker process: OpenTelemetry spans and Prometheus metrics.
+"""Observability of a worker process: OpenTelemetry spans, Prometheus metrics, and log lines
+that never carry job text.
 May import jobs; nothing else of worker."""
