@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jobs.settings import Settings
+from tests.helpers import StartFn
 from worker.sandbox.embedded import EmbeddedRedis
+from worker.sandbox.mock_api import MockConfig, RunningServer, start_server
 
 # A developer's stray .env must not change what the tests see (pydantic-settings reads it at init).
 Settings.model_config["env_file"] = None
@@ -49,3 +52,18 @@ def shared_data() -> Path:
 
 
 os.environ.setdefault("ANTHROPIC_OPEN_TELEMETRY", "false")
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[StartFn]:
+    """Start in-process stand-ins (``await start(latency_ms=...)``); all are stopped after the test."""
+    servers: list[RunningServer] = []
+
+    async def _start(**kw: Any) -> RunningServer:
+        srv = await start_server(MockConfig(**kw))
+        servers.append(srv)
+        return srv
+
+    yield _start
+    for srv in servers:
+        await srv.stop()

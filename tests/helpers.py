@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx2
@@ -12,6 +13,20 @@ import httpx2
 from jobs.reports import batch_status
 from jobs.settings import Settings
 from worker.sandbox.embedded import Child, start_mock_api, start_workers
+from worker.sandbox.mock_api import RunningServer
+
+# ``start`` (tests/conftest.py): start an in-process stand-in with MockConfig(**kw), stopped at the end.
+StartFn = Callable[..., Awaitable[RunningServer]]
+
+
+class FakeClock:
+    """A clock the test moves by hand (``clock.now += 60``), for the stand-in's limits and batches."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def worker_env(redis_url: str, api_url: str, **extra: str) -> dict[str, str]:

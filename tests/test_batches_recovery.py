@@ -16,6 +16,7 @@ from jobs.results import JobResult, RouteRecord
 from jobs.settings import Settings
 from jobs.sources import parse_job
 from jobs.tiers import Tier
+from tests.helpers import FakeClock
 from worker.app import build_runtime
 from worker.batches.gather import BatchItem, add, custom_id
 from worker.batches.poll import ingest, poll_open
@@ -26,14 +27,6 @@ from worker.sandbox.mock_api import MockConfig, RunningServer, start_server
 
 pytestmark = pytest.mark.integration
 MODEL = "claude-haiku-4-5"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

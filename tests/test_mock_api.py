@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +17,14 @@ import anthropic
 import jsonschema
 import pytest
 
-from worker.sandbox.mock_api import FaultPlan, MockConfig, ModelOverrides, RunningServer, start_server
+from tests.helpers import FakeClock, StartFn
+from worker.sandbox.mock_api import FaultPlan, ModelOverrides, RunningServer
 from worker.sandbox.mock_api.caching import PromptCache
 from worker.sandbox.mock_api.request import parse_messages_request
 from worker.sandbox.mock_api.tokens import count_text
 
 HAIKU, SONNET, OPUS = "claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-7"
 ROOT = Path(__file__).resolve().parent.parent
-
-StartFn = Callable[..., Awaitable[RunningServer]]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[StartFn]:
-    servers: list[RunningServer] = []
-
-    async def _start(**kw: Any) -> RunningServer:
-        srv = await start_server(MockConfig(**kw))
-        servers.append(srv)
-        return srv
-
-    yield _start
-    for srv in servers:
-        await srv.stop()
 
 
 def client(srv: RunningServer, **kw: Any) -> anthropic.AsyncAnthropic:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,33 +11,11 @@ import aiohttp
 import anthropic
 import pytest
 
-from worker.sandbox.mock_api import FaultPlan, MockConfig, RunningServer, add_arguments, start_server
+from tests.helpers import FakeClock, StartFn
+from worker.sandbox.mock_api import FaultPlan, MockConfig, RunningServer, add_arguments
 from worker.sandbox.mock_api.cli import config_from_args
 
 HAIKU, SONNET = "claude-haiku-4-5", "claude-sonnet-4-6"
-StartFn = Callable[..., Awaitable[RunningServer]]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[StartFn]:
-    servers: list[RunningServer] = []
-
-    async def _start(**kw: Any) -> RunningServer:
-        srv = await start_server(MockConfig(**kw))
-        servers.append(srv)
-        return srv
-
-    yield _start
-    for srv in servers:
-        await srv.stop()
 
 
 def client(srv: RunningServer) -> anthropic.AsyncAnthropic:
