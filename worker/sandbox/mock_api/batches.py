@@ -109,6 +109,10 @@ class MockBatch:
         }
 
 
+def _request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
 def _json(status: int, payload: Any, rid: str) -> web.Response:
     return web.Response(
         status=status, body=orjson.dumps(payload), headers={"request-id": rid}, content_type=_JSON
@@ -122,7 +126,7 @@ def _error(err: ApiError, rid: str) -> web.Response:
 
 
 def _errored(err: ApiError) -> dict[str, Any]:
-    rid = "req_" + os.urandom(12).hex()
+    rid = _request_id()
     return {"type": "errored", "error": orjson.loads(err.body(rid))}
 
 
@@ -240,6 +244,12 @@ class BatchStore:
         message = message_body("msg_" + os.urandom(12).hex(), req.model, answer, plan, uncached, "batch")
         return {"type": "succeeded", "message": message}
 
+    def _open(self, request: web.Request) -> MockBatch:
+        """The batch a request names, for a caller with a key, with any batch that is due ended first."""
+        self.s.check_auth(request)
+        self.finalize_due()
+        return self._get(request)
+
     def _get(self, request: web.Request) -> MockBatch:
         bid = request.match_info["batch_id"]
         b = self.batches.get(bid)
@@ -271,7 +281,7 @@ class BatchStore:
         return b"".join(chunks)
 
     async def create(self, request: web.Request) -> web.StreamResponse:
-        rid = "req_" + os.urandom(12).hex()
+        rid = _request_id()
         try:
             self.s.check_auth(request)
             body = decode_body(await self._read_limited(request))
@@ -306,17 +316,15 @@ class BatchStore:
         return _json(200, b.to_json(_origin(request)), rid)
 
     async def retrieve(self, request: web.Request) -> web.StreamResponse:
-        rid = "req_" + os.urandom(12).hex()
+        rid = _request_id()
         try:
-            self.s.check_auth(request)
-            self.finalize_due()
-            b = self._get(request)
+            b = self._open(request)
         except ApiError as e:
             return _error(e, rid)
         return _json(200, b.to_json(_origin(request)), rid)
 
     async def list_batches(self, request: web.Request) -> web.StreamResponse:
-        rid = "req_" + os.urandom(12).hex()
+        rid = _request_id()
         try:
             self.s.check_auth(request)
             self.finalize_due()
@@ -346,11 +354,9 @@ class BatchStore:
         return _json(200, payload, rid)
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
-        rid = "req_" + os.urandom(12).hex()
+        rid = _request_id()
         try:
-            self.s.check_auth(request)
-            self.finalize_due()
-            b = self._get(request)
+            b = self._open(request)
         except ApiError as e:
             return _error(e, rid)
         if b.results is None and b.cancel_clock is None:
@@ -359,11 +365,9 @@ class BatchStore:
         return _json(200, b.to_json(_origin(request)), rid)
 
     async def delete(self, request: web.Request) -> web.StreamResponse:
-        rid = "req_" + os.urandom(12).hex()
+        rid = _request_id()
         try:
-            self.s.check_auth(request)
-            self.finalize_due()
-            b = self._get(request)
+            b = self._open(request)
             if b.results is None:
                 raise invalid(f"message_batch {b.id} is still processing; cancel it and wait for it to end")
         except ApiError as e:
@@ -373,11 +377,9 @@ class BatchStore:
         return _json(200, {"id": b.id, "type": "message_batch_deleted"}, rid)
 
     async def results(self, request: web.Request) -> web.StreamResponse:
-        rid = "req_" + os.urandom(12).hex()
+        rid = _request_id()
         try:
-            self.s.check_auth(request)
-            self.finalize_due()
-            b = self._get(request)
+            b = self._open(request)
             if b.results is None:
                 raise ApiError(404, f"results of message_batch {b.id} are not available until it has ended")
         except ApiError as e:
