@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -85,3 +87,17 @@ class Fleet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """`routeq ARGS` in this process (the CLI's own code path; a subprocess would re-import for seconds):
+    (exit code, stdout, stderr)."""
+    from worker import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main(list(args))
+        except SystemExit as e:
+            rc = int(e.code or 0)
+    return rc, out.getvalue(), err.getvalue()

@@ -16,9 +16,8 @@ from jobs.producer import Producer
 from jobs.reports import batch_status, dead_letters
 from jobs.results import JobResult
 from jobs.settings import Settings
-from tests.helpers import Fleet
+from tests.helpers import Fleet, run_cli
 from tests.test_chaos import wait_workers
-from tests.test_faults_e2e import run_cli
 
 pytestmark = pytest.mark.integration
 

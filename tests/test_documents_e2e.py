@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +30,7 @@ from jobs.serialization import arq_job_payload, deserialize
 from jobs.settings import Settings
 from jobs.sources import read_jsonl
 from tests import docfiles
-from tests.helpers import Fleet, api_stats, wait_batch
-from worker import cli
+from tests.helpers import Fleet, api_stats, run_cli, wait_batch
 
 pytestmark = pytest.mark.integration
 
@@ -42,16 +39,6 @@ pytestmark = pytest.mark.integration
 def fleet(redis_url: str) -> Iterator[Fleet]:
     with Fleet(redis_url, workers=2, api_args=("--latency-ms", "150")) as f:
         yield f
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main(list(args))
-        except SystemExit as e:
-            rc = int(e.code or 0)
-    return rc, out.getvalue(), err.getvalue()
 
 
 def _folder(root: Path) -> Path:

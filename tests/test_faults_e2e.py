@@ -17,8 +17,6 @@ slow the others:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import time
 from typing import Any
 
@@ -32,9 +30,8 @@ from jobs.producer import Producer
 from jobs.reports import batch_report, batch_status
 from jobs.results import Attempt, JobResult
 from jobs.settings import Settings
-from tests.helpers import Fleet, api_stats
+from tests.helpers import Fleet, api_stats, run_cli
 from tests.test_chaos import wait_workers
-from worker import cli
 
 pytestmark = pytest.mark.integration
 
@@ -61,17 +58,6 @@ RETRYABLE = {
     "timeout": "timeout",
     "reset": "connection",
 }
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    """`routeq ARGS` in this process (the CLI's own code path; a subprocess would re-import for seconds)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main(list(args))
-        except SystemExit as e:
-            rc = int(e.code or 0)
-    return rc, out.getvalue(), err.getvalue()
 
 
 def job(prompt: str, tier: str | None = None, low: str | None = None, high: str | None = None) -> Job:

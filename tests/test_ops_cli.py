@@ -218,7 +218,7 @@ async def test_results_of_a_running_batch_and_a_closed_pipe(redis_url: str, tmp_
     ],
 )
 def test_absurd_values_are_refused_before_anything_runs(argv: list[str], said: str) -> None:
-    from tests.test_faults_e2e import run_cli
+    from tests.helpers import run_cli
 
     rc, _, err = run_cli(*argv)
     assert rc == 2 and said in err and "Traceback" not in err, err

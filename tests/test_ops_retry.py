@@ -12,8 +12,7 @@ from jobs.contract import Job
 from jobs.producer import Producer
 from jobs.results import JobResult
 from jobs.settings import Settings
-from tests.helpers import Fleet
-from tests.test_faults_e2e import run_cli
+from tests.helpers import Fleet, run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,7 @@ import pytest
 
 from jobs.connections import connect
 from jobs.settings import Settings
-from tests.helpers import Fleet, wait_batch
-from tests.test_faults_e2e import run_cli
+from tests.helpers import Fleet, run_cli, wait_batch
 
 
 def problem_lines(err: str) -> list[str]:

@@ -16,8 +16,7 @@ from jobs.reports import batch_status, iter_results
 from jobs.results import JobResult
 from jobs.serialization import arq_job_payload
 from jobs.settings import Settings
-from tests.helpers import Fleet, api_stats, wait_batch
-from tests.test_faults_e2e import run_cli
+from tests.helpers import Fleet, api_stats, run_cli, wait_batch
 
 
 def problem_lines(err: str) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 from jobs.connections import connect
 from jobs.keys import Keys
 from jobs.settings import Settings
-from tests.test_faults_e2e import run_cli
+from tests.helpers import run_cli
 from worker.sandbox.embedded import routeq_cmd
 
 

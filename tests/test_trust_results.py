@@ -15,8 +15,7 @@ import pytest
 from jobs.connections import connect
 from jobs.keys import SHADOW_COST_FIELD
 from jobs.settings import Settings
-from tests.helpers import Fleet, wait_batch
-from tests.test_faults_e2e import run_cli
+from tests.helpers import Fleet, run_cli, wait_batch
 
 pytestmark = pytest.mark.integration
 
