@@ -1,5 +1,8 @@
 # Two entry points for a fresh machine: `make demo` and `make test`. Both build .venv first.
 PYTHON ?= python3
+# The suite is mostly end-to-end tests that wait on real processes; one pytest process per core
+# halves its time. Each test file stays in one process (its fixtures start their own servers).
+TEST_PROCS ?= 2
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
@@ -23,7 +26,7 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	@./.ci/ensure-browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_PROCS) --dist loadfile
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -m 'not integration'
