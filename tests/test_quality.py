@@ -40,6 +40,39 @@ def test_compare_open_tasks_need_grading() -> None:
     assert compare(TaskType.qa, '{"x": 1}', '{"x": 2}') is None
 
 
+def test_maths_answers_with_stated_final_numbers_are_compared_without_grading() -> None:
+    cheap = "4 * 6 = 24 pens, minus 5 is 19.\n#### 19"
+    top = "She buys 4 * 6 = 24 pens and gives away 5, so she keeps $19.00.\n\nThe answer is 19.00."
+    wrong = "4 * 6 = 24 pens, minus 5 is 18. Therefore she keeps 18 pens."
+    assert compare(TaskType.reason, cheap, top) is True  # same number, different words and format
+    assert compare(TaskType.reason, wrong, top) is False
+    assert compare(TaskType.reason, "The answer is 1,200.", "Thus the total is $1200") is True
+    # no marked final number on one side: an intermediate step may be last, so it is graded
+    assert compare(TaskType.reason, "4 * 6 = 24, and 24 - 5 = 19", top) is None
+    assert compare(TaskType.reason, "I am not sure how to do this.", top) is None
+    # only maths is compared by number: a summary ending on a different figure is graded
+    assert compare(TaskType.summarize, "In total 19 pens.", "In total 18 pens.") is None
+
+
+def test_maths_number_compare_agrees_with_recorded_correctness_on_gsm8k() -> None:
+    """Where both answers state a final number, the verdict matches what the recorded correctness says
+    (both right -> agree, one right -> disagree) on nearly every pair, and decides a good share."""
+    data = Path(__file__).resolve().parents[2] / "shared/data/gsm8k-cascade-dev/gsm8k_dev.csv"
+    if not data.exists():
+        pytest.skip("shared GSM8K data not present")
+    rows = list(csv.DictReader(data.open(encoding="utf-8")))
+    decided = wrong = 0
+    for r in rows:
+        got = compare(TaskType.reason, r["weak_response"], r["strong_response"])
+        weak, strong = r["weak_correct"] == "True", r["strong_correct"] == "True"
+        if got is None or not (weak or strong):
+            continue  # both wrong: either verdict can be right
+        decided += 1
+        wrong += got != (weak and strong)
+    assert decided > 0.4 * len(rows)
+    assert wrong / decided < 0.04  # the misses are the recorded grading misreading "$20.00" and kin
+
+
 def test_grading_prompt_and_parse() -> None:
     text = grading_prompt(TaskType.qa, "What is 2+2?", "4", "four")
     assert "What is 2+2?" in text and "<candidate_answer>\nfour" in text and "VERDICT" in text

@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from jobs.contract import TaskType
+from worker.policy.answer_checks import family_of, maths
 from worker.policy.checks import NotJSON, parse_json_output
 
 CSV_COLUMNS = ("domain", "prompt", "weak_correct", "strong_correct")
@@ -56,11 +58,22 @@ def _json_or_none(text: str) -> tuple[bool, Any]:
         return False, None
 
 
+def final_numbers_agree(a: str, b: str) -> bool | None:
+    """Maths answers that both state a marked final number agree exactly when the numbers are equal;
+    None when either states none. On the GSM8K dev answers this decides about half the pairs, and where
+    it contradicts the recorded correctness the recorded grading misread "$20.00" as wrong."""
+    x, y = maths.stated_final(a), maths.stated_final(b)
+    if x is None or y is None:
+        return None
+    return abs(x - y) <= 1e-9 * max(1.0, abs(x), abs(y))
+
+
 def compare(task: TaskType, a: str, b: str) -> bool | None:
     """Do two answers agree? True/False when that can be decided without a model; None = grade it.
 
-    Both valid JSON -> equal values. Equal after normalisation -> True. Otherwise a mismatch is decisive
-    only for closed-form tasks (classify) or when the task expects structured output and both are JSON.
+    Both valid JSON -> equal values. Equal after normalisation -> True. Maths answers that both state a
+    final number -> whether the numbers are equal. Otherwise a mismatch is decisive only for
+    closed-form tasks (classify) or when the task expects structured output and both are JSON.
     """
     a_json, va = _json_or_none(a)
     b_json, vb = _json_or_none(b)
@@ -71,26 +84,61 @@ def compare(task: TaskType, a: str, b: str) -> bool | None:
             return False
     if normalise(a) == normalise(b):
         return True
+    if family_of(task.value) == "maths":
+        numbers = final_numbers_agree(a, b)
+        if numbers is not None:
+            return numbers
     if task in _CLOSED_TASKS:
         return False
     return None
 
 
 _VERDICT = re.compile(r"VERDICT\s*:\s*(AGREE|DISAGREE|PASS|FAIL)", re.IGNORECASE)
+_GRADING_HEAD = (
+    "You are grading whether a cheaper model's answer is acceptable in place of a stronger model's.\n"
+)
+_GRADING_TAIL = (
+    "The candidate is acceptable if it is correct and complete for the task and a user would be as "
+    "well served by it as by the reference; wording and style may differ. Think briefly, then end "
+    "with exactly one line: VERDICT: AGREE (acceptable) or VERDICT: DISAGREE (not acceptable)."
+)
+_GRADING = re.compile(
+    re.escape(_GRADING_HEAD)
+    + r"Task type: (?P<task>[a-z_]+)\n\n<task>\n(?P<prompt>.*?)\n</task>\n\n"
+    + r"<reference_answer>\n(?P<reference>.*?)\n</reference_answer>\n\n"
+    + r"<candidate_answer>\n(?P<candidate>.*)\n</candidate_answer>\n\n"
+    + re.escape(_GRADING_TAIL),
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GradingRequest:
+    task: str
+    prompt: str
+    reference: str
+    candidate: str
 
 
 def grading_prompt(task: TaskType, prompt: str, reference: str, candidate: str) -> str:
     """The text of a grading request to the top tier: is the candidate as good as the reference?"""
     return (
-        "You are grading whether a cheaper model's answer is acceptable in place of a stronger model's.\n"
-        f"Task type: {task.value}\n\n"
+        _GRADING_HEAD + f"Task type: {task.value}\n\n"
         f"<task>\n{prompt}\n</task>\n\n"
         f"<reference_answer>\n{reference}\n</reference_answer>\n\n"
-        f"<candidate_answer>\n{candidate}\n</candidate_answer>\n\n"
-        "The candidate is acceptable if it is correct and complete for the task and a user would be as "
-        "well served by it as by the reference; wording and style may differ. Think briefly, then end "
-        "with exactly one line: VERDICT: AGREE (acceptable) or VERDICT: DISAGREE (not acceptable)."
+        f"<candidate_answer>\n{candidate}\n</candidate_answer>\n\n" + _GRADING_TAIL
     )
+
+
+def parse_grading_prompt(text: str) -> GradingRequest | None:
+    """The parts of a text ``grading_prompt`` wrote, or None for any other text (the stand-in uses
+    this to answer grading requests from recorded correctness)."""
+    if not text.startswith(_GRADING_HEAD):
+        return None
+    m = _GRADING.fullmatch(text)
+    if m is None:
+        return None
+    return GradingRequest(m["task"], m["prompt"], m["reference"], m["candidate"])
 
 
 def parse_grade(text: str) -> bool:

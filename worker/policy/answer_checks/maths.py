@@ -176,6 +176,21 @@ def final_answer(text: str) -> str | None:
     return str(nums[-1]) if nums else None
 
 
+def stated_final(text: str) -> float | None:
+    """The final number when the answer marks one ("The answer is", "####", "Therefore", ...), else
+    None: an unmarked last number may be an intermediate step, too weak to decide agreement on."""
+    text = clean(text)
+    if not _FINAL_MARKER.search(text):
+        return None
+    final = final_answer(text)
+    if final is None:
+        return None
+    try:
+        return _value(final)
+    except ValueError:
+        return None
+
+
 def signals(prompt: str, answer: str) -> tuple[Signals, list[str]]:
     text = clean(answer)
     out: Signals = dict.fromkeys(SIGNALS, 0.0)
