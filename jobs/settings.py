@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     # --- quality monitoring -----------------------------------------------------------------------
     shadow_rate: float = Field(default=0.0, ge=0, le=1)
     shadow_budget_usd: float = Field(default=1.0, ge=0)
+    # How often an idle shadow puller looks for work; shadow runs are never urgent.
+    shadow_poll_s: float = Field(default=1.0, gt=0)
 
     # --- budgets ----------------------------------------------------------------------------------
     budget_action: Literal["fail", "hold"] = "fail"

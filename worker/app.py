@@ -41,8 +41,6 @@ from worker.runtime import Runtime, owner_id
 
 log = logging.getLogger("routeq.worker")
 
-# Shadow runs are low priority by design: a second's delay in picking one up costs nothing.
-SHADOW_POLL_S = 1.0
 # After the drain timeout, how long shutdown may still wait on Redis before the process exits anyway.
 SHUTDOWN_GRACE_S = 3.0
 
@@ -110,7 +108,7 @@ def make_workers(rt: Runtime, *, tiers_only: bool = False, owner_token: str | No
         workers.append(cls([fn], queue_name=s.keys.tier_queue(tier), max_jobs=slots, **tier_kw))
     if s.shadow_rate > 0:
         shadow = func(shadow_job, name=SHADOW_FUNCTION, timeout=s.job_timeout_s)
-        shadow_kw = {**common, "poll_delay": SHADOW_POLL_S}
+        shadow_kw = {**common, "poll_delay": s.shadow_poll_s}
         workers.append(cls([shadow], queue_name=s.keys.shadow_queue, max_jobs=SHADOW_SLOTS, **shadow_kw))
     return workers
 

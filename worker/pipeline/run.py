@@ -420,7 +420,7 @@ class JobRun:
         if await self.rt.store.record(result):
             self.rt.metrics.observe_result(result)
             try:
-                await maybe_shadow(self.rt, self.job, attempt.tier, text)
+                await maybe_shadow(self.rt, self.job, self.attempts, attempt, text)
             except Exception as e:  # monitoring must never fail the job it watches
                 log.error("could not schedule a shadow run for %s: %s", self.job_id, exception_summary(e))
         return "done"

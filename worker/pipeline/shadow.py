@@ -1,7 +1,8 @@
 """Quality monitoring: re-run a sample of below-top answers on the top tier and compare.
 
-A job answered by Haiku or Sonnet is shadowed with probability ``ROUTEQ_SHADOW_RATE`` (a stable hash of
-its id, so re-runs agree). Shadow runs have their own low-priority queue and puller (two slots a
+A job whose first answer came from Haiku or Sonnet is shadowed with probability ``ROUTEQ_SHADOW_RATE``
+(a stable hash of its id, so re-runs agree); the label is about that first (in a cascade, cheapest)
+answer. Shadow runs have their own low-priority queue and puller (two slots a
 process), take top-tier slots only when one is free right now (they never wait in line ahead of real
 work), and stop once their spend reaches ``ROUTEQ_SHADOW_BUDGET_USD``. Agreement per task and tier feeds
 ``routeq quality`` and, through ``routeq router export-labels``, the router's training data.
@@ -13,15 +14,18 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from jobs.connections import aw
 from jobs.contract import Job
 from jobs.documents.store import MissingDocument, load_documents
 from jobs.keys import SHADOW_COST_FIELD
-from jobs.results import usd_float
+from jobs.results import Attempt, usd_float
 from jobs.serialization import queue_arq_job
-from jobs.tiers import TOP_TIER, Tier
+from jobs.tiers import TOP_TIER
 from worker.fleet import quality
 from worker.fleet.admission import Admission, Refusal
 from worker.pipeline.call import call
@@ -33,29 +37,56 @@ log = logging.getLogger("routeq.shadow")
 
 SHADOW_FUNCTION = "shadow_job"
 SHADOW_SLOTS = 2
+_ANSWERED = frozenset({"ok", "escalated", "check_failed"})
 # How long a shadow run keeps trying for a free top-tier slot before giving up on this sample.
 SLOT_PATIENCE_S = 120.0
 
 
-async def maybe_shadow(rt: Runtime, job: Job, tier: Tier, answer: str) -> bool:
+def cheapest_answered(attempts: Sequence[Attempt]) -> Attempt | None:
+    """The job's first paid answer: in a cascade the cheapest one, the answer its check scored."""
+    return next((a for a in attempts if a.status in _ANSWERED), None)
+
+
+async def maybe_shadow(
+    rt: Runtime, job: Job, attempts: Sequence[Attempt], final: Attempt, final_text: str
+) -> bool:
+    """Sample the job for a shadow check of its cheapest answer against the top tier's.
+
+    The label must be about the answer the cascade's check scored (its first), not the answer kept in
+    the end: labels of kept answers only would never show the check's misses or its needless
+    escalations. When the job itself ended on the top tier, that answer is the reference already and
+    the shadow run pays only for grading."""
     s = rt.settings
-    if tier == TOP_TIER or not grading.should_shadow(job.job_id, s.shadow_rate):
+    first = cheapest_answered(attempts) or final
+    if first.tier == TOP_TIER or not grading.should_shadow(job.job_id, s.shadow_rate):
         return False
     if await _spent(rt) >= s.shadow_budget_usd:
         return False
+    cheap_text = final_text if first.n == final.n else await _paid_text(rt, job, first.n)
+    if cheap_text is None:
+        return False
+    top_text = final_text if final.tier == TOP_TIER and first.n != final.n else None
     async with rt.redis.pipeline(transaction=True) as p:
         queue_arq_job(
             p,
             queue=rt.keys.shadow_queue,
             job_id=f"{job.job_id}.shadow",
             function=SHADOW_FUNCTION,
-            args=[job.to_wire(), tier.value, answer],
+            args=[job.to_wire(), first.tier.value, cheap_text, top_text],
             kwargs={},
             expiry_ms=s.job_expiry_s * 1000,
             now_ms=int(time.time() * 1000),
         )
         await p.execute()
     return True
+
+
+async def _paid_text(rt: Runtime, job: Job, n: int) -> str | None:
+    raw = await aw(rt.redis.hget(rt.keys.paid(job.job_id), str(n)))
+    if raw is None:
+        return None
+    text = orjson.loads(raw).get("text")
+    return text if isinstance(text, str) else None
 
 
 async def _spent(rt: Runtime) -> float:
@@ -111,12 +142,15 @@ async def record_shadow_cost(rt: Runtime, job: Job, cost_pusd: int) -> None:
         await p.execute()
 
 
-async def shadow_job(ctx: dict[str, Any], payload: Any, cheap_tier: str, cheap_answer: str) -> str:
+async def shadow_job(
+    ctx: dict[str, Any], payload: Any, cheap_tier: str, cheap_answer: str, top_text: str | None = None
+) -> str:
+    """Compare a cheap answer with the top tier's (``top_text`` when the job already paid for it)."""
     rt: Runtime = ctx["routeq"]
     job = Job.from_wire(payload)
     if await _spent(rt) >= rt.settings.shadow_budget_usd:
         return "over budget"
-    top = await _top_answer(rt, job, job)
+    top = (top_text, 0) if top_text is not None else await _top_answer(rt, job, job)
     if top is None:
         return "skipped"
     verdict = grading.compare(job.task, cheap_answer, top[0])
