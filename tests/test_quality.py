@@ -11,7 +11,10 @@ import pytest
 
 from jobs.contract import TaskType
 from jobs.keys import Keys
+from jobs.tiers import Tier
+from worker.fleet.admission import Refusal
 from worker.fleet.quality import export_labels, quality_report, record_comparison
+from worker.pipeline.shadow import next_try_in
 from worker.policy.grading import compare, grading_prompt, parse_grade, should_shadow
 
 
@@ -71,6 +74,14 @@ def test_maths_number_compare_agrees_with_recorded_correctness_on_gsm8k() -> Non
         wrong += got != (weak and strong)
     assert decided > 0.4 * len(rows)
     assert wrong / decided < 0.04  # the misses are the recorded grading misreading "$20.00" and kin
+
+
+def test_shadow_run_waits_for_a_full_tier_by_backoff_not_the_lease_deadline() -> None:
+    full = Refusal(Tier.opus, "concurrency", retry_in_s=29.5, holders=4, limit=4)
+    assert next_try_in(full, 0.2) == 0.2  # a slot is usually free long before the oldest lease ends
+    cooling = Refusal(Tier.opus, "cooldown", retry_in_s=7.0, holders=0, limit=4)
+    assert next_try_in(cooling, 0.2) == 7.0  # exact: no slot before the cooldown ends
+    assert next_try_in(Refusal(Tier.opus, "rpm", retry_in_s=0.05, holders=0, limit=None), 0.4) == 0.4
 
 
 def test_grading_prompt_and_parse() -> None:

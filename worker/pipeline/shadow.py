@@ -103,9 +103,18 @@ async def _free_slot(rt: Runtime, est_in: int, est_out: int) -> Admission | None
         if isinstance(got, Admission):
             return got
         assert isinstance(got, Refusal)
-        await asyncio.sleep(max(delay, got.retry_in_s))
+        await asyncio.sleep(next_try_in(got, delay))
         delay = min(delay * 2, 5.0)
     return None
+
+
+def next_try_in(refusal: Refusal, backoff_s: float) -> float:
+    """How long a shadow run waits before asking for a top-tier slot again. A full tier's retry_in_s is
+    its earliest lease deadline (up to ROUTEQ_LEASE_TTL_S away) while a slot is usually released long
+    before, so there the backoff alone decides; a cooldown or a token bucket's wait is exact."""
+    if refusal.reason == "concurrency":
+        return backoff_s
+    return max(backoff_s, refusal.retry_in_s)
 
 
 async def _top_answer(rt: Runtime, job: Job, prompt_job: Job) -> tuple[str, int] | None:
