@@ -94,6 +94,13 @@ def add_calibrate_command(sub: Any) -> None:
     p = sub.add_parser("calibrate", help="fit signal weights and thresholds per task from shadow labels")
     p.add_argument("--task", choices=[t.value for t in TaskType], default=None)
     p.add_argument("--dry-run", action="store_true", help="print the curve and threshold, store nothing")
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="draw the fit/held-out split of the labels with seed N (default: the stable split)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate)
 
@@ -129,7 +136,9 @@ async def _calibrate(args: argparse.Namespace) -> int:
         for (task, tier), labels in sorted(groups.items()):
             family = family_of(task)
             names = SIGNAL_NAMES.get(family or "", ())
-            cals.append(calibrate(task, tier, labels, names, settings.quality_target))
+            cals.append(
+                calibrate(task, tier, labels, names, settings.quality_target, split_seed=args.split_seed)
+            )
         if args.task and not cals:
             cals.append(calibrate(args.task, "haiku", [], (), settings.quality_target))
         stored = 0 if args.dry_run else await calibration.store(redis, settings.keys, cals)

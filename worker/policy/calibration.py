@@ -2,9 +2,10 @@
 
 A label is one shadowed cheap answer: its check signals and whether it agreed with the top tier's
 answer (the reference, so the top tier's quality is 1 by construction). Labels are split by a stable
-hash into a fitting part and a held-out part. On the fitting part the weights are fitted and the
-threshold is chosen on out-of-fold scores: the highest one (the fewest escalations, the lowest cost)
-whose kept answers reach ``target`` agreement, an escalated answer counting as the top tier's. The
+hash into a fitting part and a held-out part. On the fitting part the weights are fitted, and the
+out-of-fold scores say the smallest share to escalate (the lowest cost) whose kept answers reach
+``target`` agreement, an escalated answer counting as the top tier's; the threshold escalates that
+share of the fitting labels under the fitted weights. The
 held-out part only measures the chosen threshold's quality and escalation rate, so the reported quality
 was not tuned on.
 """
@@ -67,8 +68,11 @@ class Calibration:
         }
 
 
-def is_held_out(key: str, share: float = HOLDOUT_SHARE) -> bool:
-    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+def is_held_out(key: str, share: float = HOLDOUT_SHARE, seed: int | None = None) -> bool:
+    """Whether a label is held out: a stable hash of its key (and of ``seed``, which draws another
+    split of the same labels) below ``share``."""
+    text = key if seed is None else f"{seed}:{key}"
+    h = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
     return h < share * 2**64
 
 
@@ -80,14 +84,25 @@ def quality_at(scores: Sequence[float], agree: Sequence[bool], threshold: float)
     return quality, sum(up) / n
 
 
-def curve(scores: Sequence[float], agree: Sequence[bool], points: int = 20) -> list[CurvePoint]:
-    """From escalating nothing to escalating everything, at the score quantiles."""
+def threshold_at_share(scores: Sequence[float], share: float) -> float:
+    """The threshold that escalates ``share`` of ``scores`` (the highest ones); 1.01 escalates none."""
+    ordered = sorted(scores, reverse=True)
+    k = round(share * len(ordered))
+    return ordered[k - 1] if k > 0 else 1.01
+
+
+def curve(
+    scores: Sequence[float], agree: Sequence[bool], points: int = 20, scale: Sequence[float] | None = None
+) -> list[CurvePoint]:
+    """From escalating nothing to escalating everything, at the score quantiles. With ``scale``, each
+    point's threshold is the one escalating the same share of ``scale`` (the fitted model's scores)."""
     ordered = sorted(set(scores), reverse=True)
     picks = [ordered[round(i * (len(ordered) - 1) / points)] for i in range(points + 1)] if ordered else []
     out = []
     for t in [1.01, *sorted(set(picks), reverse=True), 0.0]:
         quality, share = quality_at(scores, agree, t)
-        out.append(CurvePoint(round(t, 4), round(share, 4), round(quality, 4)))
+        shown = t if scale is None or t in (1.01, 0.0) else threshold_at_share(scale, share)
+        out.append(CurvePoint(round(shown, 4), round(share, 4), round(quality, 4)))
     return out
 
 
@@ -122,9 +137,10 @@ def calibrate(
     names: Sequence[str],
     target: float = 0.95,
     min_labels: int = MIN_LABELS,
+    split_seed: int | None = None,
 ) -> Calibration:
-    fit = [x for x in labels if not is_held_out(x.key)]
-    held = [x for x in labels if is_held_out(x.key)]
+    fit = [x for x in labels if not is_held_out(x.key, seed=split_seed)]
+    held = [x for x in labels if is_held_out(x.key, seed=split_seed)]
     fails = [not x.agree for x in fit]
     if len(labels) < min_labels or not fit or not held or all(fails) or not any(fails):
         why = (
@@ -136,7 +152,12 @@ def calibrate(
     coefs = fit_logistic([x.signals for x in fit], fails, names)
     scores = out_of_fold_scores(fit, names)
     agree = [x.agree for x in fit]
-    threshold = cheapest_threshold(scores, agree, target)
+    # The share to escalate comes from the out-of-fold curve; the threshold is where the model fitted on
+    # all the fitting labels escalates that share. Fold models score on another scale than the final
+    # one, so their threshold value applied to it missed the target by a point or more on average.
+    share = quality_at(scores, agree, cheapest_threshold(scores, agree, target))[1]
+    fitted = [combine(x.signals, coefs) for x in fit]
+    threshold = threshold_at_share(fitted, share)
     held_scores = [combine(x.signals, coefs) for x in held]
     hq, hs = quality_at(held_scores, [x.agree for x in held], threshold)
     return Calibration(
@@ -147,7 +168,7 @@ def calibrate(
         f"fitted on {len(fit)} labels, measured on {len(held)} held out",
         threshold=round(threshold, 4),
         coefficients=coefs,
-        curve=curve(scores, agree),
+        curve=curve(scores, agree, scale=fitted),
         holdout_labels=len(held),
         holdout_quality=round(hq, 4),
         holdout_escalated=round(hs, 4),
