@@ -2,7 +2,8 @@
 
 Usage: python bench/cascade_e2e.py [--data CSV] [--n 634] [--workers 2]; prints one JSON object.
 
-Haiku answers with the weak model's recorded answer, sonnet and opus with the strong model's. Every job
+Haiku answers with the weak model's recorded answer, sonnet and opus with the strong model's (the replay
+file also records which answers were right, so shadow grading requests get verdicts). Every job
 runs the ``cascade`` strategy at the default thresholds. A kept answer is correct when the recorded
 answer of the model behind it was (weak for haiku, strong above). The anchor, in the same run, is
 all-top-tier quality: the strong answers' accuracy on the same problems.
@@ -51,7 +52,9 @@ def write_replay(rows: Sequence[dict[str, str]], path: Path) -> Path:
                 "sonnet": r["strong_response"],
                 "opus": r["strong_response"],
             }
-            f.write(json.dumps({"prompt": r["prompt"], "answers": answers}) + "\n")
+            weak, strong = r["weak_correct"] == "True", r["strong_correct"] == "True"
+            correct = {"haiku": weak, "sonnet": strong, "opus": strong}
+            f.write(json.dumps({"prompt": r["prompt"], "answers": answers, "correct": correct}) + "\n")
     return path
 
 
