@@ -171,7 +171,7 @@ async def split_phase(
         return {"seed": seed, "fallback": cal["message"]}
     stored, _, _ = await calibration.load_calibrated(redis, s.keys)
     assert stored["reason"]["haiku"] == cal["threshold"]
-    await asyncio.sleep(calibration.REFRESH_S + 1.0)  # the running workers re-read the calibration
+    await asyncio.sleep(2 * calibration.REFRESH_S + 1.0)  # every running worker re-reads it
     held = [i for i, j in enumerate(label_ids) if is_held_out(j, seed=seed)]
     batch = f"held{seed}"
     res = await Producer(redis, s).enqueue(cascade_jobs(rows, f"s{seed}-", held), batch=batch)

@@ -13,6 +13,7 @@ was not tuned on.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,7 +158,9 @@ def calibrate(
     # one, so their threshold value applied to it missed the target by a point or more on average.
     share = quality_at(scores, agree, cheapest_threshold(scores, agree, target))[1]
     fitted = [combine(x.signals, coefs) for x in fit]
-    threshold = threshold_at_share(fitted, share)
+    # Stored with 4 decimals and applied by workers as stored, so measured as stored too; rounded down,
+    # so answers sharing the chosen score (discrete signals make ties common) still escalate.
+    threshold = math.floor(threshold_at_share(fitted, share) * 10_000) / 10_000
     held_scores = [combine(x.signals, coefs) for x in held]
     hq, hs = quality_at(held_scores, [x.agree for x in held], threshold)
     return Calibration(
@@ -166,7 +169,7 @@ def calibrate(
         len(labels),
         False,
         f"fitted on {len(fit)} labels, measured on {len(held)} held out",
-        threshold=round(threshold, 4),
+        threshold=threshold,
         coefficients=coefs,
         curve=curve(scores, agree, scale=fitted),
         holdout_labels=len(held),
