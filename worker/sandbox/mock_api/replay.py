@@ -75,6 +75,10 @@ class ReplayBook:
                 return self.answers[prompt]
         return None
 
+    def recorded(self, prompt: str) -> Recorded | None:
+        """The line recorded for ``prompt`` (or for the end of it)."""
+        return self._entry(prompt)
+
     def lookup(self, last_user_text: str, model: str) -> str | None:
         """The recorded answer for this request, or a grading verdict from the recorded correctness."""
         entry = self._entry(last_user_text)
