@@ -6,6 +6,7 @@ import asyncio
 import csv
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +44,20 @@ async def test_escalation_cascade_and_shadow_checks(redis_url: str, tmp_path: Pa
         job("Labels: spam, ham\nIs 'WIN A PRIZE NOW' spam?"),
         # fine on haiku; shadowed on opus, which answers differently: disagreement
         job("Labels: spam, ham\nIs 'lunch at noon?' spam? [[mock:differ:haiku]]"),
+        # not JSON on haiku nor on sonnet: ends on opus, whose answer the shadow check reuses
+        job(
+            "Label this invoice. [[mock:bad-json:haiku]] [[mock:bad-json:sonnet]]",
+            output={"type": "json", "schema": SCHEMA},
+        ),
     ]
     env = {"ROUTEQ_SHADOW_RATE": "1.0", "ROUTEQ_LEARNED_ROUTER": "false"}
-    with Fleet(redis_url, workers=1, **env):
+    with Fleet(redis_url, workers=1, **env) as fleet:
         try:
             res = await Producer(redis, s).enqueue(jobs, batch="q1")
             await wait_batch(s, redis, "q1", timeout=60)
             r = [await load_result(redis, s.keys, j) for j in res.job_ids]
             assert all(x is not None for x in r)
-            bad_json, truncated, refused, agree, differ = r  # type: ignore[misc]
+            bad_json, truncated, refused, agree, differ, on_top = r  # type: ignore[misc]
             assert bad_json.status == "done" and bad_json.tier is Tier.sonnet
             assert [a.status for a in bad_json.attempts] == ["check_failed", "ok"]
             assert "json" in (bad_json.attempts[0].error or "")
@@ -72,12 +78,16 @@ async def test_escalation_cascade_and_shadow_checks(redis_url: str, tmp_path: Pa
                 q = orjson.loads(
                     subprocess.run([*cli, "quality", "--json"], capture_output=True, env=env).stdout
                 )
-                if q["overall"]["total"] >= 4:  # four jobs were done with a haiku answer first
+                if q["overall"]["total"] >= 5:  # five jobs were done with a haiku answer first
                     break
                 await asyncio.sleep(0.2)
             # an escalated job is labelled by its first, cheapest answer (the one its check scored):
             # the bad-JSON haiku label disagrees, next to the two kept haiku answers
-            assert q["by"]["classify:haiku"] == {"agree": 1, "total": 3, "rate": 1 / 3}, q
+            assert q["by"]["classify:haiku"] == {"agree": 1, "total": 4, "rate": 0.25}, q
+            assert on_top.tier is Tier.opus
+            calls = orjson.loads(urllib.request.urlopen(f"{fleet.api_url}/_stats", timeout=10).read())["jobs"]
+            assert calls.get(f"{on_top.job_id}.shadow", 0) == 0  # opus's answer was already paid for
+            assert calls[f"{agree.job_id}.shadow"] == 1  # a kept haiku answer: one opus call
             out = tmp_path / "labels.csv"
             p = subprocess.run(
                 [*cli, "router", "export-labels", "--out", str(out)], capture_output=True, env=env
