@@ -30,6 +30,8 @@ FAST = {
     "ROUTEQ_BATCH_POLL_S": "0.2",
     "ROUTEQ_BATCH_EXPECTED_LATENCY_S": "1",
     "ROUTEQ_BATCH_DEADLINE_MARGIN_S": "1",
+    # Polling five times a second is far past the default batch RPM; its own test sets one.
+    "ROUTEQ_BATCH_RPM": "none",
 }
 
 
@@ -325,5 +327,33 @@ async def test_expired_near_the_deadline_reruns_realtime(redis_url: str) -> None
         assert tries and all(a.error_type == "batch_expired" for a in tries)
         assert last.status == "ok" and last.service_tier == "standard"
         assert sum(m["requests"] for m in stats["models"].values()) == 1
+    finally:
+        await redis.aclose()
+
+
+async def test_batch_rpm_holds_across_worker_processes(redis_url: str) -> None:
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    rpm = 30
+    # Polling every 0.2 s, three open submissions would make ~15 calls a second without the limit.
+    env = {**FAST, "ROUTEQ_BATCH_RPM": str(rpm), "ROUTEQ_BATCH_WINDOW_S": "0.1"}
+    mk = [
+        {"task": "summarize", "prompt": f"Summarise {i}: it rained.", "constraints": {"tier": t}}
+        for i in range(3)
+        for t in ("haiku", "sonnet", "opus")
+    ]
+    try:
+        t0 = time.monotonic()
+        with Fleet(redis_url, workers=2, api_args=("--batch-latency-s", "4"), **env) as fleet:
+            await Producer(redis, s).enqueue([parse_job(with_mode(j, "batch")) for j in mk], batch="rpm")
+            st = await wait_batch(s, redis, "rpm", timeout=120)
+            elapsed = time.monotonic() - t0
+            stats = api_stats(fleet.api_url)["batches"]
+        assert st["done"] == len(mk) and stats["duplicate_requests"] == 0
+        # A full bucket (rpm calls) and its refill over the run bound the calls of both processes; two
+        # buckets of their own would allow twice that.
+        assert stats["calls"] <= rpm + rpm / 60 * elapsed + 1, (stats, elapsed)
+        assert stats["max_calls_60s"] <= 2 * rpm
+        assert stats["calls"] > rpm, stats  # the limit was what held them back: the burst was spent
     finally:
         await redis.aclose()

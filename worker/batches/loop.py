@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from redis.exceptions import RedisError
 
@@ -25,13 +24,14 @@ def tick_s(rt: Runtime) -> float:
 
 async def run_forever(rt: Runtime, owner: str, stopping: asyncio.Event) -> None:
     models = sorted({rt.settings.model_for(t) for t in TIER_ORDER})
-    next_poll = 0.0
+    poll_ms = max(1, int(rt.settings.batch_poll_s * 1000))
     while not stopping.is_set():
         try:
             for model in models:
                 await maybe_submit(rt, model, owner)
-            if time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + rt.settings.batch_poll_s
+            # One pass per interval across the fleet: N processes polling on their own would spend N
+            # times the batch RPM on the same answers.
+            if await rt.redis.set(rt.keys.api_batches_poll_turn, owner, nx=True, px=poll_ms):
                 await poll_open(rt, owner)
         except (RedisError, OSError) as e:
             log.warning("message batches: %s; carrying on", e)

@@ -19,7 +19,7 @@ import anthropic
 from jobs.connections import aw
 from jobs.contract import Job
 from jobs.results import Attempt, Cost, Usage
-from worker.batches import outcome
+from worker.batches import outcome, rate
 from worker.batches.decide import Route
 from worker.batches.gather import BatchItem, gather
 from worker.batches.recover import recover
@@ -67,21 +67,26 @@ async def _poll_one(rt: Runtime, sub: str) -> None:
         if sec * 1000 - int(h["created_ms"]) > lease_ms(rt):
             await recover(rt, sub, h)
         return
-    try:
-        b = await rt.client.messages.batches.retrieve(h["batch_id"])
-    except anthropic.NotFoundError:
-        return  # short 404s right after create have been seen: ask again next poll
-    counts = b.request_counts
-    tally = (counts.processing, counts.succeeded, counts.errored, counts.canceled, counts.expired)
-    await rt.redis.hset(  # type: ignore[misc]
-        k.api_batch(sub),
-        mapping={
-            "api_status": b.processing_status,
-            "expires_at": b.expires_at.isoformat(),
-            "counts": ",".join(str(v) for v in tally),
-        },
-    )
-    if b.processing_status != "ended":
+    if h.get("api_status") != "ended":  # once seen ended, a resumed ingestion needs no retrieve
+        if await rate.take(rt) > 0:
+            return  # no room in the batch RPM: next pass
+        try:
+            b = await rt.client.messages.batches.retrieve(h["batch_id"])
+        except anthropic.NotFoundError:
+            return  # short 404s right after create have been seen: ask again next poll
+        counts = b.request_counts
+        tally = (counts.processing, counts.succeeded, counts.errored, counts.canceled, counts.expired)
+        await rt.redis.hset(  # type: ignore[misc]
+            k.api_batch(sub),
+            mapping={
+                "api_status": b.processing_status,
+                "expires_at": b.expires_at.isoformat(),
+                "counts": ",".join(str(v) for v in tally),
+            },
+        )
+        if b.processing_status != "ended":
+            return
+    if await rate.take(rt, rate.RESULTS_CALLS) > 0:
         return
     await ingest(rt, h["batch_id"])
     await Scripts(rt.redis)["batch_ingested"](

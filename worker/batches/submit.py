@@ -15,6 +15,7 @@ from typing import Any
 import anthropic
 
 from jobs.connections import aw
+from worker.batches import rate
 from worker.batches.gather import BatchItem
 from worker.fleet.redis_scripts import Scripts
 from worker.observe import tracing
@@ -58,17 +59,25 @@ async def maybe_submit(rt: Runtime, model: str, owner: str) -> str | None:
         p.exists(k.batch_backoff(model))
         p.time()
         p.get(k.batch_size_cap(model))
-        count, size, oldest, backoff, (sec, usec), size_cap = await p.execute()
+        p.get(k.batch_in_api_count)
+        count, size, oldest, backoff, (sec, usec), size_cap, in_api = await p.execute()
     max_requests = min(s.batch_max_requests, int(size_cap)) if size_cap else s.batch_max_requests
     now_ms = sec * 1000 + usec / 1000
-    if backoff or not due(
-        int(count),
-        int(size or 0),
-        oldest[0][1] if oldest else None,
-        now_ms,
-        max_requests=max_requests,
-        max_bytes=s.batch_max_bytes,
-        window_ms=s.batch_window_s * 1000,
+    # A full queue is checked here too (batch_take holds it exactly), so a wait for room spends no call
+    # from the batch RPM.
+    queue_full = s.batch_queue_cap is not None and int(in_api or 0) >= s.batch_queue_cap
+    if (
+        backoff
+        or queue_full
+        or not due(
+            int(count),
+            int(size or 0),
+            oldest[0][1] if oldest else None,
+            now_ms,
+            max_requests=max_requests,
+            max_bytes=s.batch_max_bytes,
+            window_ms=s.batch_window_s * 1000,
+        )
     ):
         return None
     if not await rt.redis.set(k.batch_submitter(model), owner, nx=True, px=lease_ms(rt)):
@@ -81,6 +90,8 @@ async def maybe_submit(rt: Runtime, model: str, owner: str) -> str | None:
 
 async def _submit(rt: Runtime, model: str, owner: str, max_requests: int) -> str | None:
     k, s = rt.keys, rt.settings
+    if await rate.take(rt) > 0:
+        return None  # no room in the batch RPM: the requests stay gathered for a later tick
     scripts = Scripts(rt.redis)
     sub_id = uuid.uuid4().hex
     taken = await scripts["batch_take"](

@@ -306,10 +306,14 @@ async def _batches(redis: Any, settings: Settings, args: argparse.Namespace) -> 
 async def _cancel(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from worker.app import build_runtime
     from worker.batches.cancel import cancel_batch
+    from worker.batches.rate import BatchRateLimited
 
     rt = await build_runtime(settings)
     try:
         got = await cancel_batch(rt, args.batch)
+    except BatchRateLimited as e:
+        print(f"routeq: batch {args.batch} is canceled, but {e}; run the cancel again", file=sys.stderr)
+        return 1
     finally:
         await rt.gate.close()
         await rt.client.close()
