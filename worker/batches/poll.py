@@ -191,6 +191,9 @@ async def ingest_result(rt: Runtime, item: BatchItem, res: Any, batch_id: str) -
         assert answer is not None
         await run.finish_done(item.route, attempt, answer["text"], answer.get("stop_reason"))
         return True
+    if step.kind == "canceled":
+        await run.finish_canceled(item.route, step.message or "canceled")
+        return True
     if step.kind == "fail":
         out = answer or {}
         await run.finish_failed(

@@ -192,11 +192,12 @@ def _deadline_arg(text: str) -> str:
 # --- reading back -----------------------------------------------------------------------------------
 def _bar(st: dict[str, Any], width: int = 30) -> str:
     total = max(1, int(st["enqueued"]))
-    finished = int(st["done"]) + int(st["failed"])
+    finished = int(st["done"]) + int(st["failed"]) + int(st.get("canceled", 0))
     filled = int(width * finished / total)
+    canceled = f" canceled={st['canceled']}" if st.get("canceled") else ""
     return (
         f"{st['batch']} [{'#' * filled}{'.' * (width - filled)}] {finished}/{st['enqueued']} "
-        f"done={st['done']} failed={st['failed']} pending={st['pending']}"
+        f"done={st['done']} failed={st['failed']}{canceled} pending={st['pending']}"
     )
 
 
