@@ -13,7 +13,9 @@ import uuid
 from typing import Any
 
 import anthropic
+import orjson
 
+from jobs import telemetry
 from jobs.connections import aw
 from worker.batches import rate
 from worker.batches.gather import BatchItem
@@ -119,6 +121,8 @@ async def _submit(rt: Runtime, model: str, owner: str, max_requests: int) -> str
             carriers.append(item.trace)
     try:
         with tracing.api_batch_span(model, len(requests), carriers) as span:
+            # Kept on the submission, so each job's result span can link back to this one.
+            span_context = telemetry.inject_context() if telemetry.tracing_enabled() else {}
             batch = await rt.client.messages.batches.create(requests=requests)
             span.set_attribute("anthropic.message.batch.id", batch.id)
     except anthropic.APIStatusError as e:
@@ -142,15 +146,20 @@ async def _submit(rt: Runtime, model: str, owner: str, max_requests: int) -> str
         # No answer: a batch may exist. Recovery finds it (or finds none) once this lease has expired.
         log.warning("batch create for %s unanswered; intent %s left for recovery", model, sub_id)
         return None
-    await confirm(rt, sub_id, batch.id)
+    await confirm(rt, sub_id, batch.id, span_context)
     log.info("submitted %s for %s: %d requests", batch.id, model, len(requests))
     return batch.id
 
 
-async def confirm(rt: Runtime, sub_id: str, batch_id: str) -> bool:
+async def confirm(
+    rt: Runtime, sub_id: str, batch_id: str, span_context: dict[str, str] | None = None
+) -> bool:
+    """Record the batch id (and the W3C context of its create span, when traced) on the intent, once."""
     k = rt.keys
     script = Scripts(rt.redis)["batch_confirm"]
-    return bool(await script(keys=[k.api_batch(sub_id), k.api_batch_ids], args=[batch_id, "submitted"]))
+    trace = orjson.dumps(span_context).decode() if span_context else ""
+    keys = [k.api_batch(sub_id), k.api_batch_ids]
+    return bool(await script(keys=keys, args=[batch_id, "submitted", trace]))
 
 
 async def undo_intent(rt: Runtime, sub_id: str) -> int:
