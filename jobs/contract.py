@@ -37,6 +37,18 @@ NAME_RULE = f"1 to {NAME_MAX} characters, each a letter, digit, '-', '_' or '.'"
 # Fields that say where a job came from or how it travels, not what it asks: not part of its identity.
 _NOT_CONTENT = frozenset({"id", "internal_id", "trace_context", "source"})
 _NOT_CONSTRAINTS = frozenset({"mode", "deadline"})
+# Constraints newer than the first workers, whose Job forbids unknown fields: left out of the job
+# document while unset, so a job that does not use them still reads on a worker from before them.
+_OMIT_UNSET_CONSTRAINTS = ("strategy", "mode", "deadline")
+
+
+def _readable_by_older_workers(wire: dict[str, Any]) -> dict[str, Any]:
+    c = wire.get("constraints")
+    if isinstance(c, dict):
+        for k in _OMIT_UNSET_CONSTRAINTS:
+            if k in c and c[k] is None:
+                del c[k]
+    return wire
 
 
 def name_problem(value: str) -> str | None:
@@ -304,13 +316,13 @@ class Job(_Strict):
         tags["batch"] = batch
         if tenant:
             tags["tenant"] = tenant
-        digest = content_digest(wire)
+        digest = content_digest(wire)  # of the full document, so ids stay what they were
         wire["internal_id"] = scoped_id(batch, wire["id"]) if wire["id"] else "j" + digest[:31]
-        return wire, digest
+        return _readable_by_older_workers(wire), digest
 
     # -- wire -----------------------------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+        return _readable_by_older_workers(self.model_dump(mode="json", by_alias=True, exclude_defaults=False))
 
     @classmethod
     def from_wire(cls, data: Any) -> Job:

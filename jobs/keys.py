@@ -223,6 +223,17 @@ class Keys:
         """Short lock (PX) of the process polling/ingesting or recovering one submission."""
         return f"{self.prefix}:mb:lock:{sub_id}"
 
+    @property
+    def api_batches_poll_turn(self) -> str:
+        """Marker (owner, PX = the poll interval): a process took this interval's poll pass, so the fleet
+        polls each open submission once per interval, not once per process."""
+        return f"{self.prefix}:mb:poll-turn"
+
+    @property
+    def batch_rpm_bucket(self) -> str:
+        """Hash {tokens, ts}: the token bucket of the Message Batches endpoints' RPM, fleet-wide."""
+        return f"{self.prefix}:mb:rpm"
+
     def batch_in_api(self, batch: str) -> str:
         """Set of a routeq batch's job ids whose request is in a Message Batch (for `routeq status`)."""
         return f"{self.prefix}:batch:{batch}:in-api"

@@ -38,6 +38,7 @@ REPORT_FIELDS: tuple[str, ...] = (
     "jobs",
     "done",
     "failed",
+    "canceled",
     "cost_pusd",
     "baseline_pusd",
     "uncached_pusd",
@@ -57,7 +58,7 @@ def status_from(
     """``batch_status`` from what it reads: meta hash, aggregate, accepted-set size, dead-letter count,
     and how many requests wait in a Message Batch."""
     meta = _meta_ints(meta_raw)
-    done, failed = agg.get("done", 0), agg.get("failed", 0)
+    done, failed, canceled = agg.get("done", 0), agg.get("failed", 0), agg.get("canceled", 0)
     tenant = meta_raw.get(b"tenant")
     return {
         "batch": batch,
@@ -68,8 +69,9 @@ def status_from(
         "rejected": meta.get("rejected", 0),
         "done": done,
         "failed": failed,
+        "canceled": canceled,  # by `routeq cancel`: neither failed nor dead letters
         "dead": int(dead),
-        "pending": max(0, int(accepted) - done - failed),
+        "pending": max(0, int(accepted) - done - failed - canceled),
         "in_api_batch": int(in_api),  # of the pending: requests waiting in a Message Batch
         "held": int(held),  # of the pending: waiting for a budget cap to rise (ROUTEQ_BUDGET_ACTION=hold)
     }
@@ -152,6 +154,7 @@ def build_report(batch: str, agg: dict[str, int], status: dict[str, Any] | None 
         "jobs": agg.get("jobs", 0),
         "done": agg.get("done", 0),
         "failed": agg.get("failed", 0),
+        "canceled": agg.get("canceled", 0),
         "pending": (status or {}).get("pending", 0),
         "cost_usd": usd_float(cost),
         "shadow_cost_usd": usd_float(shadow),
@@ -185,6 +188,7 @@ async def batch_report(redis: Redis, keys: Keys, batch: str) -> dict[str, Any]:
 def render_report(rep: dict[str, Any]) -> str:
     lines = [
         f"batch {rep['batch']}: {rep['jobs']} jobs finished ({rep['done']} done, {rep['failed']} failed"
+        + (f", {rep['canceled']} canceled" if rep.get("canceled") else "")
         + (f", {rep['pending']} pending" if rep.get("pending") else "")
         + ")"
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jobs.tiers import Tier
 
@@ -112,7 +112,8 @@ class Attempt(BaseModel):
     service_tier: str | None = None  # usage.service_tier of a paid answer: "standard" | "batch" | ...
 
 
-JobStatus = Literal["done", "failed"]
+# "canceled": the user canceled the job's batch (``routeq cancel``) before it was answered.
+JobStatus = Literal["done", "failed", "canceled"]
 
 
 class JobResult(BaseModel):
@@ -146,6 +147,14 @@ class JobResult(BaseModel):
     error: str | None = None
     error_type: str | None = None
     finished_at: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canceled_of_old(cls, data: Any) -> Any:
+        # Records from before the status existed ended a canceled job as failed with this error type.
+        if isinstance(data, dict) and data.get("status") == "failed" and data.get("error_type") == "canceled":
+            return {**data, "status": "canceled"}
+        return data
 
     def public(self) -> dict[str, Any]:
         """The JSONL line `routeq results` writes. A JSON answer's ``output`` is the parsed value; its
@@ -209,6 +218,7 @@ def aggregate_increments(r: JobResult) -> dict[str, int]:
         "jobs": 1,
         "done": int(r.status == "done"),
         "failed": int(r.status == "failed"),
+        "canceled": int(r.status == "canceled"),
         "cost_pusd": r.cost.total_pusd,
         "baseline_pusd": r.baseline_cost_pusd,
         "uncached_pusd": r.uncached_cost_pusd,

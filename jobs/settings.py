@@ -173,9 +173,19 @@ class Settings(BaseSettings):
     # The API's cap on requests waiting in the batch processing queue, shared by all models and held
     # across the fleet (None: not limited by routeq).
     batch_queue_cap: int | None = Field(default=None, ge=1)
+    # Calls per minute to the Message Batches endpoints (create, retrieve, results, list, cancel), held
+    # fleet-wide like the tier limits; the API's batch RPM is its own, shared across models. 50 is the
+    # lowest usage tier's figure in Anthropic's rate-limit docs, so a new account never meets a 429;
+    # raise it to your tier's, or "none" to leave limiting to the API.
+    batch_rpm: int | None = Field(default=50, ge=1)
 
     # --- observability ----------------------------------------------------------------------------
     trace_content: bool = False
+
+    @field_validator("batch_rpm", "batch_queue_cap", mode="before")
+    @classmethod
+    def _none_word(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and v.strip().lower() in ("none", "") else v
 
     @field_validator("default_deadline")
     @classmethod

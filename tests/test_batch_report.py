@@ -72,3 +72,24 @@ def test_realtime_jobs_show_no_batch_saving_and_old_aggregates_still_report() ->
     assert rep["cache_savings_usd"] == round(
         rep["baseline_cost_usd"] - rep["routing_savings_usd"] - rep["cost_usd"], 12
     )
+
+
+def test_canceled_jobs_count_apart_from_failed_and_old_records_read_as_canceled() -> None:
+    from jobs.reports import status_from
+
+    base = result("j", "batch").model_dump(mode="json")
+    unpaid = {**base, "attempts": [], "cost": {}, "usage": {}, "error": "canceled", "error_type": "canceled"}
+    new = JobResult.model_validate({**unpaid, "status": "canceled"})
+    old = JobResult.model_validate({**unpaid, "status": "failed"})  # before the status existed
+    assert new.status == old.status == "canceled" and new.public()["status"] == "canceled"
+    failed = JobResult.model_validate({**unpaid, "status": "failed", "error_type": "api_error"})
+    assert failed.status == "failed"
+    agg: dict[str, int] = {}
+    for r in (new, failed, result("d", "batch")):
+        for k, v in aggregate_increments(r).items():
+            agg[k] = agg.get(k, 0) + v
+    assert (agg["done"], agg["failed"], agg["canceled"]) == (1, 1, 1)
+    st = status_from("b", {b"tenant": b"t"}, agg, accepted=4, dead=1)
+    assert (st["canceled"], st["failed"], st["pending"]) == (1, 1, 1)
+    rep = build_report("b", agg, st)
+    assert rep["canceled"] == 1 and "1 canceled" in render_report(rep)

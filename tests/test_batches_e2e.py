@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,7 +19,7 @@ from jobs.reports import batch_report, batch_status
 from jobs.results import JobResult
 from jobs.settings import Settings
 from jobs.sources import parse_job
-from tests.helpers import Fleet, api_stats, wait_batch
+from tests.helpers import Fleet, api_stats, run_cli, wait_batch
 from worker.sandbox import corpus
 
 pytestmark = pytest.mark.integration
@@ -30,6 +29,8 @@ FAST = {
     "ROUTEQ_BATCH_POLL_S": "0.2",
     "ROUTEQ_BATCH_EXPECTED_LATENCY_S": "1",
     "ROUTEQ_BATCH_DEADLINE_MARGIN_S": "1",
+    # Polling five times a second is far past the default batch RPM; its own test sets one.
+    "ROUTEQ_BATCH_RPM": "none",
 }
 
 
@@ -149,49 +150,69 @@ async def test_worker_killed_after_create_loses_and_doubles_nothing(redis_url: s
         await redis.aclose()
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True
-    )
-
-
-async def test_cancel_ends_its_jobs_canceled_and_reruns_a_neighbours(redis_url: str) -> None:
+async def test_cancel_ends_its_jobs_canceled_and_reruns_a_neighbours(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     s = Settings(redis_url=redis_url)
     redis = await connect(s)
     env = {**FAST, "ROUTEQ_BATCH_WINDOW_S": "1.0"}
     mk = [{"task": "summarize", "prompt": f"Summarise item {i}: things happened."} for i in range(9)]
+
+    async def routeq(*args: str) -> str:
+        # In this process (a subprocess spends seconds importing, and the cancel must land in time).
+        rc, out, err = await asyncio.to_thread(run_cli, *args)
+        assert rc == 0, err
+        return out
+
+    async def results_cli(batch: str) -> list[dict[str, Any]]:
+        out = tmp_path / f"{batch}.jsonl"
+        await routeq("results", batch, "--out", str(out))
+        return [orjson.loads(x) for x in out.read_text().splitlines()]
+
     try:
         with Fleet(redis_url, workers=2, api_args=("--batch-latency-s", "20"), **env) as fleet:
+            for k, v in fleet.env.items():
+                if k.startswith(("ROUTEQ_", "ANTHROPIC_", "REDIS_")):
+                    monkeypatch.setenv(k, v)
             p = Producer(redis, s)
             # The neighbour first: the stand-in answers a batch's requests in order, so a cancel a few
             # seconds in has answered some of the neighbour's and none of cx's.
             await p.enqueue([parse_job(with_mode(j, "batch")) for j in mk[6:]], batch="nb")
             await p.enqueue([parse_job(with_mode(j, "batch")) for j in mk[:6]], batch="cx")
             t0 = time.monotonic()
-            while not await redis.scard(s.keys.api_batch_ids):
+            while (await batch_status(redis, s.keys, "cx"))["in_api_batch"] < 6 or not await redis.scard(
+                s.keys.api_batch_ids
+            ):
                 assert time.monotonic() - t0 < 30, "no batch was submitted"
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
-            st = orjson.loads(cli(fleet.env, "status", "cx", "--json").stdout)
+            st = orjson.loads(await routeq("status", "cx", "--json"))
             assert st["in_api_batch"] == 6 and st["pending"] == 6
-            rows_cx = [orjson.loads(x) for x in cli(fleet.env, "results", "cx").stdout.splitlines()]
+            rows_cx = await results_cli("cx")
             assert [r["status"] for r in rows_cx] == ["in_api_batch"] * 6
-            listed = cli(fleet.env, "batches", "--json")
-            rows = orjson.loads(listed.stdout)
+            rows = orjson.loads(await routeq("batches", "--json"))
             assert rows and rows[0]["id"].startswith("msgbatch_") and rows[0]["requests"] >= 6
-            assert "msgbatch_" in cli(fleet.env, "batches").stdout
-            out = cli(fleet.env, "cancel", "cx")
-            assert out.returncode == 0 and "API batches canceled" in out.stdout, out.stderr
+            assert "msgbatch_" in await routeq("batches")
+            assert "API batches canceled" in await routeq("cancel", "cx")
             await wait_batch(s, redis, "cx", timeout=60)
             await wait_batch(s, redis, "nb", timeout=60)
             stats = api_stats(fleet.api_url)["batches"]
+            st = orjson.loads(await routeq("status", "cx", "--json"))
+            rows_cx = await results_cli("cx")
+            rep = orjson.loads(await routeq("report", "cx", "--json"))
+            dead = orjson.loads(await routeq("dead", "cx", "--json"))
         cx = await results_of(
             redis, s, [parse_job(with_mode(j, "batch")).with_ids("cx").job_id for j in mk[:6]]
         )
         # A request the stand-in had answered before the cancel reached it keeps its (paid) answer.
-        canceled = [r for r in cx if r.status == "failed" and r.error_type == "canceled"]
+        canceled = [r for r in cx if r.status == "canceled"]
         answered = [r for r in cx if r.status == "done" and [a.status for a in r.attempts] == ["ok"]]
-        assert len(canceled) + len(answered) == 6 and canceled, [r.error_type for r in cx]
+        assert len(canceled) + len(answered) == 6 and canceled, [r.status for r in cx]
+        assert all(r.error_type == "canceled" and r.cost.total_pusd == 0 for r in canceled)
+        # Canceled is an outcome of its own everywhere: not failed, not a dead letter to retry.
+        assert (st["canceled"], st["failed"], st["dead"], st["pending"]) == (len(canceled), 0, 0, 0)
+        assert sorted(r["status"] for r in rows_cx) == sorted(r.status for r in cx)
+        assert (rep["canceled"], rep["failed"], rep["done"]) == (len(canceled), 0, len(answered))
+        assert dead == {}
         nb = await results_of(
             redis, s, [parse_job(with_mode(j, "batch")).with_ids("nb").job_id for j in mk[6:]]
         )
@@ -325,5 +346,33 @@ async def test_expired_near_the_deadline_reruns_realtime(redis_url: str) -> None
         assert tries and all(a.error_type == "batch_expired" for a in tries)
         assert last.status == "ok" and last.service_tier == "standard"
         assert sum(m["requests"] for m in stats["models"].values()) == 1
+    finally:
+        await redis.aclose()
+
+
+async def test_batch_rpm_holds_across_worker_processes(redis_url: str) -> None:
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    rpm = 30
+    # Polling every 0.2 s, three open submissions would make ~15 calls a second without the limit.
+    env = {**FAST, "ROUTEQ_BATCH_RPM": str(rpm), "ROUTEQ_BATCH_WINDOW_S": "0.1"}
+    mk = [
+        {"task": "summarize", "prompt": f"Summarise {i}: it rained.", "constraints": {"tier": t}}
+        for i in range(3)
+        for t in ("haiku", "sonnet", "opus")
+    ]
+    try:
+        t0 = time.monotonic()
+        with Fleet(redis_url, workers=2, api_args=("--batch-latency-s", "4"), **env) as fleet:
+            await Producer(redis, s).enqueue([parse_job(with_mode(j, "batch")) for j in mk], batch="rpm")
+            st = await wait_batch(s, redis, "rpm", timeout=120)
+            elapsed = time.monotonic() - t0
+            stats = api_stats(fleet.api_url)["batches"]
+        assert st["done"] == len(mk) and stats["duplicate_requests"] == 0
+        # A full bucket (rpm calls) and its refill over the run bound the calls of both processes; two
+        # buckets of their own would allow twice that.
+        assert stats["calls"] <= rpm + rpm / 60 * elapsed + 1, (stats, elapsed)
+        assert stats["max_calls_60s"] <= 2 * rpm
+        assert stats["calls"] > rpm, stats  # the limit was what held them back: the burst was spent
     finally:
         await redis.aclose()

@@ -264,3 +264,30 @@ async def test_requests_sharing_a_prefix_go_into_the_same_batch(redis_url: str) 
         await rt.client.close()
         await rt.redis.aclose()
         await srv.stop()
+
+
+async def test_a_take_of_more_than_eight_thousand_requests(
+    env: tuple[Runtime, RunningServer, FakeClock],
+) -> None:
+    # Lua's unpack fails past ~8000 values; one ZREM of a whole take stalled every submission.
+    rt, _, _ = env
+    k, n = rt.keys, 9_000
+    async with rt.redis.pipeline(transaction=False) as p:
+        for i in range(n):
+            p.hset(k.batch_items, f"c{i}", "{}")
+            p.zadd(k.batch_gather(MODEL), {f"c{i}": i})
+        await p.execute()
+    got = await Scripts(rt.redis)["batch_take"](
+        keys=[
+            k.batch_gather(MODEL),
+            k.batch_items,
+            k.batch_gather_bytes,
+            k.api_batch("big"),
+            k.api_batches_open,
+            k.api_batches,
+            k.batch_in_api_count,
+        ],
+        args=[10_000, 10**9, "big", MODEL, "w1", 0],
+    )
+    assert len(got) - 1 == n and not await rt.redis.zcard(k.batch_gather(MODEL))
+    assert len(orjson.loads(await rt.redis.hget(k.api_batch("big"), "custom_ids"))) == n

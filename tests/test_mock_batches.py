@@ -82,7 +82,10 @@ async def test_lifecycle_results_on_own_host_and_batch_usage(start: StartFn) -> 
     assert one.message.usage.service_tier == "batch" and real.usage.service_tier == "standard"
 
     st = await stats(srv)
+    # Calls: create, the retrieve of the refused results(), two retrieves, results (retrieve + GET).
     assert st["batches"] == {
+        "calls": 6,
+        "max_calls_60s": 6,
         "created": 1,
         "requests": 30,
         "succeeded": 30,

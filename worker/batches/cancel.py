@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import orjson
 
 from jobs.connections import aw
+from worker.batches import rate
 from worker.batches.gather import BatchItem
 from worker.batches.poll import ingest_result
 from worker.runtime import Runtime
@@ -43,6 +44,7 @@ async def cancel_batch(rt: Runtime, batch: str) -> dict[str, int]:
     for sub in await aw(rt.redis.zrange(k.api_batches_open, 0, -1)):
         h = {_s(a): _s(b) for a, b in (await aw(rt.redis.hgetall(k.api_batch(_s(sub))))).items()}
         if "batch_id" in h and set(orjson.loads(h.get("custom_ids", "[]"))) & mine.keys():
+            await rate.wait(rt)
             await rt.client.messages.batches.cancel(h["batch_id"])
             api += 1
     return {"gathered_canceled": gathered, "api_batches_canceled": api}

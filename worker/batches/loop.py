@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+from collections.abc import Awaitable
 
 from redis.exceptions import RedisError
 
@@ -25,20 +25,30 @@ def tick_s(rt: Runtime) -> float:
 
 async def run_forever(rt: Runtime, owner: str, stopping: asyncio.Event) -> None:
     models = sorted({rt.settings.model_for(t) for t in TIER_ORDER})
-    next_poll = 0.0
+    poll_ms = max(1, int(rt.settings.batch_poll_s * 1000))
     while not stopping.is_set():
-        try:
-            for model in models:
-                await maybe_submit(rt, model, owner)
-            if time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + rt.settings.batch_poll_s
-                await poll_open(rt, owner)
-        except (RedisError, OSError) as e:
-            log.warning("message batches: %s; carrying on", e)
-        except Exception:
-            log.exception("message batches: unexpected error; carrying on")
+        for model in models:
+            # One model's failure must not stop the others' submissions, nor the polling below.
+            await _guarded(maybe_submit(rt, model, owner), f"submitting for {model}")
+        await _guarded(_poll_on_turn(rt, owner, poll_ms), "polling")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), tick_s(rt))
+
+
+async def _poll_on_turn(rt: Runtime, owner: str, poll_ms: int) -> None:
+    # One pass per interval across the fleet: N processes polling on their own would spend N times the
+    # batch RPM on the same answers.
+    if await rt.redis.set(rt.keys.api_batches_poll_turn, owner, nx=True, px=poll_ms):
+        await poll_open(rt, owner)
+
+
+async def _guarded(step: Awaitable[object], what: str) -> None:
+    try:
+        await step
+    except (RedisError, OSError) as e:
+        log.warning("message batches: %s: %s; carrying on", what, e)
+    except Exception:
+        log.exception("message batches: %s: unexpected error; carrying on", what)
 
 
 async def idle(rt: Runtime) -> bool:

@@ -13,7 +13,7 @@ ResultType = Literal["succeeded", "errored", "canceled", "expired"]
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    kind: Literal["done", "fail", "again"]
+    kind: Literal["done", "fail", "canceled", "again"]
     tier: Tier
     via: Route = "batch"  # for "again": into a later batch, or realtime near the deadline
     error_type: str | None = None
@@ -54,7 +54,7 @@ def next_step(
             message=f"answer failed checks: {', '.join(check_failures)}",
         )
     if result == "canceled" and user_canceled:
-        return Step("fail", tier, error_type="canceled", message="canceled: its Message Batch was canceled")
+        return Step("canceled", tier, message="canceled: its batch was canceled (routeq cancel)")
     if result == "errored" and error_type == "invalid_request_error":
         return Step("fail", tier, error_type="invalid_request", message=error_message or "invalid request")
     kind = "batch_expired" if result == "expired" else (error_type or "api_error")

@@ -15,17 +15,19 @@ import time
 from typing import Any
 
 import anthropic
+import orjson
 
 from jobs.connections import aw
 from jobs.contract import Job
 from jobs.results import Attempt, Cost, Usage
-from worker.batches import outcome
+from worker.batches import outcome, rate
 from worker.batches.decide import Route
 from worker.batches.gather import BatchItem, gather
 from worker.batches.recover import recover
 from worker.batches.submit import lease_ms
 from worker.fleet.budget import Reservation
 from worker.fleet.redis_scripts import Scripts, WriteBatch
+from worker.observe import tracing
 from worker.pipeline.call import usage_from
 from worker.pipeline.run import JobRun, Parked
 from worker.policy import pricing
@@ -67,30 +69,36 @@ async def _poll_one(rt: Runtime, sub: str) -> None:
         if sec * 1000 - int(h["created_ms"]) > lease_ms(rt):
             await recover(rt, sub, h)
         return
-    try:
-        b = await rt.client.messages.batches.retrieve(h["batch_id"])
-    except anthropic.NotFoundError:
-        return  # short 404s right after create have been seen: ask again next poll
-    counts = b.request_counts
-    tally = (counts.processing, counts.succeeded, counts.errored, counts.canceled, counts.expired)
-    await rt.redis.hset(  # type: ignore[misc]
-        k.api_batch(sub),
-        mapping={
-            "api_status": b.processing_status,
-            "expires_at": b.expires_at.isoformat(),
-            "counts": ",".join(str(v) for v in tally),
-        },
-    )
-    if b.processing_status != "ended":
+    if h.get("api_status") != "ended":  # once seen ended, a resumed ingestion needs no retrieve
+        if await rate.take(rt) > 0:
+            return  # no room in the batch RPM: next pass
+        try:
+            b = await rt.client.messages.batches.retrieve(h["batch_id"])
+        except anthropic.NotFoundError:
+            return  # short 404s right after create have been seen: ask again next poll
+        counts = b.request_counts
+        tally = (counts.processing, counts.succeeded, counts.errored, counts.canceled, counts.expired)
+        await rt.redis.hset(  # type: ignore[misc]
+            k.api_batch(sub),
+            mapping={
+                "api_status": b.processing_status,
+                "expires_at": b.expires_at.isoformat(),
+                "counts": ",".join(str(v) for v in tally),
+            },
+        )
+        if b.processing_status != "ended":
+            return
+    if await rate.take(rt, rate.RESULTS_CALLS) > 0:
         return
-    await ingest(rt, h["batch_id"])
+    await ingest(rt, h["batch_id"], orjson.loads(h["trace"]) if h.get("trace") else None)
     await Scripts(rt.redis)["batch_ingested"](
         keys=[k.api_batch(sub), k.api_batches_open, k.batch_in_api_count], args=[sub]
     )
 
 
-async def ingest(rt: Runtime, batch_id: str) -> int:
-    """Ingest every result of an ended API batch whose request is still pending; returns how many."""
+async def ingest(rt: Runtime, batch_id: str, batch_trace: dict[str, str] | None = None) -> int:
+    """Ingest every result of an ended API batch whose request is still pending; returns how many.
+    ``batch_trace``: the W3C context of the batch's create span, linked from each job's result span."""
     k = rt.keys
     n = 0
     async for r in await rt.client.messages.batches.results(batch_id):
@@ -98,7 +106,7 @@ async def ingest(rt: Runtime, batch_id: str) -> int:
         if raw is None:
             continue  # ingested before
         item = BatchItem.model_validate_json(raw)
-        final = await ingest_result(rt, item, r.result, batch_id)
+        final = await ingest_result(rt, item, r.result, batch_id, batch_trace)
         async with rt.redis.pipeline(transaction=False) as p:
             p.hdel(k.batch_items, item.custom_id)
             if final:
@@ -145,9 +153,16 @@ def _attempt(
     )
 
 
-async def ingest_result(rt: Runtime, item: BatchItem, res: Any, batch_id: str) -> bool:
+async def ingest_result(
+    rt: Runtime, item: BatchItem, res: Any, batch_id: str, batch_trace: dict[str, str] | None = None
+) -> bool:
     """Save this result's attempt, then finish the job or send its next request; True when finished."""
     job = Job.from_wire(item.job)
+    with tracing.batch_result_span(job, item.model, res.type, batch_id, item.trace, batch_trace):
+        return await _ingest_result(rt, item, job, res)
+
+
+async def _ingest_result(rt: Runtime, item: BatchItem, job: Job, res: Any) -> bool:
     run = JobRun(rt, job, 1, None, item.job)
     held = Reservation(**item.reservation) if item.reservation else None
     done, run.attempts, paid = await rt.store.load_state(job)
@@ -185,6 +200,9 @@ async def ingest_result(rt: Runtime, item: BatchItem, res: Any, batch_id: str) -
     if step.kind == "done":
         assert answer is not None
         await run.finish_done(item.route, attempt, answer["text"], answer.get("stop_reason"))
+        return True
+    if step.kind == "canceled":
+        await run.finish_canceled(item.route, step.message or "canceled")
         return True
     if step.kind == "fail":
         out = answer or {}

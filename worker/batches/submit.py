@@ -13,8 +13,11 @@ import uuid
 from typing import Any
 
 import anthropic
+import orjson
 
+from jobs import telemetry
 from jobs.connections import aw
+from worker.batches import rate
 from worker.batches.gather import BatchItem
 from worker.fleet.redis_scripts import Scripts
 from worker.observe import tracing
@@ -58,17 +61,25 @@ async def maybe_submit(rt: Runtime, model: str, owner: str) -> str | None:
         p.exists(k.batch_backoff(model))
         p.time()
         p.get(k.batch_size_cap(model))
-        count, size, oldest, backoff, (sec, usec), size_cap = await p.execute()
+        p.get(k.batch_in_api_count)
+        count, size, oldest, backoff, (sec, usec), size_cap, in_api = await p.execute()
     max_requests = min(s.batch_max_requests, int(size_cap)) if size_cap else s.batch_max_requests
     now_ms = sec * 1000 + usec / 1000
-    if backoff or not due(
-        int(count),
-        int(size or 0),
-        oldest[0][1] if oldest else None,
-        now_ms,
-        max_requests=max_requests,
-        max_bytes=s.batch_max_bytes,
-        window_ms=s.batch_window_s * 1000,
+    # A full queue is checked here too (batch_take holds it exactly), so a wait for room spends no call
+    # from the batch RPM.
+    queue_full = s.batch_queue_cap is not None and int(in_api or 0) >= s.batch_queue_cap
+    if (
+        backoff
+        or queue_full
+        or not due(
+            int(count),
+            int(size or 0),
+            oldest[0][1] if oldest else None,
+            now_ms,
+            max_requests=max_requests,
+            max_bytes=s.batch_max_bytes,
+            window_ms=s.batch_window_s * 1000,
+        )
     ):
         return None
     if not await rt.redis.set(k.batch_submitter(model), owner, nx=True, px=lease_ms(rt)):
@@ -81,6 +92,8 @@ async def maybe_submit(rt: Runtime, model: str, owner: str) -> str | None:
 
 async def _submit(rt: Runtime, model: str, owner: str, max_requests: int) -> str | None:
     k, s = rt.keys, rt.settings
+    if await rate.take(rt) > 0:
+        return None  # no room in the batch RPM: the requests stay gathered for a later tick
     scripts = Scripts(rt.redis)
     sub_id = uuid.uuid4().hex
     taken = await scripts["batch_take"](
@@ -108,6 +121,8 @@ async def _submit(rt: Runtime, model: str, owner: str, max_requests: int) -> str
             carriers.append(item.trace)
     try:
         with tracing.api_batch_span(model, len(requests), carriers) as span:
+            # Kept on the submission, so each job's result span can link back to this one.
+            span_context = telemetry.inject_context() if telemetry.tracing_enabled() else {}
             batch = await rt.client.messages.batches.create(requests=requests)
             span.set_attribute("anthropic.message.batch.id", batch.id)
     except anthropic.APIStatusError as e:
@@ -131,15 +146,20 @@ async def _submit(rt: Runtime, model: str, owner: str, max_requests: int) -> str
         # No answer: a batch may exist. Recovery finds it (or finds none) once this lease has expired.
         log.warning("batch create for %s unanswered; intent %s left for recovery", model, sub_id)
         return None
-    await confirm(rt, sub_id, batch.id)
+    await confirm(rt, sub_id, batch.id, span_context)
     log.info("submitted %s for %s: %d requests", batch.id, model, len(requests))
     return batch.id
 
 
-async def confirm(rt: Runtime, sub_id: str, batch_id: str) -> bool:
+async def confirm(
+    rt: Runtime, sub_id: str, batch_id: str, span_context: dict[str, str] | None = None
+) -> bool:
+    """Record the batch id (and the W3C context of its create span, when traced) on the intent, once."""
     k = rt.keys
     script = Scripts(rt.redis)["batch_confirm"]
-    return bool(await script(keys=[k.api_batch(sub_id), k.api_batch_ids], args=[batch_id, "submitted"]))
+    trace = orjson.dumps(span_context).decode() if span_context else ""
+    keys = [k.api_batch(sub_id), k.api_batch_ids]
+    return bool(await script(keys=keys, args=[batch_id, "submitted", trace]))
 
 
 async def undo_intent(rt: Runtime, sub_id: str) -> int:

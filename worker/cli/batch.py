@@ -192,11 +192,12 @@ def _deadline_arg(text: str) -> str:
 # --- reading back -----------------------------------------------------------------------------------
 def _bar(st: dict[str, Any], width: int = 30) -> str:
     total = max(1, int(st["enqueued"]))
-    finished = int(st["done"]) + int(st["failed"])
+    finished = int(st["done"]) + int(st["failed"]) + int(st.get("canceled", 0))
     filled = int(width * finished / total)
+    canceled = f" canceled={st['canceled']}" if st.get("canceled") else ""
     return (
         f"{st['batch']} [{'#' * filled}{'.' * (width - filled)}] {finished}/{st['enqueued']} "
-        f"done={st['done']} failed={st['failed']} pending={st['pending']}"
+        f"done={st['done']} failed={st['failed']}{canceled} pending={st['pending']}"
     )
 
 
@@ -306,10 +307,14 @@ async def _batches(redis: Any, settings: Settings, args: argparse.Namespace) -> 
 async def _cancel(redis: Any, settings: Settings, args: argparse.Namespace) -> int:
     from worker.app import build_runtime
     from worker.batches.cancel import cancel_batch
+    from worker.batches.rate import BatchRateLimited
 
     rt = await build_runtime(settings)
     try:
         got = await cancel_batch(rt, args.batch)
+    except BatchRateLimited as e:
+        print(f"routeq: batch {args.batch} is canceled, but {e}; run the cancel again", file=sys.stderr)
+        return 1
     finally:
         await rt.gate.close()
         await rt.client.close()

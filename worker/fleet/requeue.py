@@ -55,6 +55,9 @@ async def _requeue(
         return 0
     job = Job.from_wire(cause["job"])
     old = await load_result(redis, keys, job_id)
+    if old is not None and old.status == "canceled":
+        # Only records from before the canceled status are dead letters; they were counted as failed.
+        old = old.model_copy(update={"status": "failed"})
     if old is not None and not await store.unrecord(old):
         return 0
     # A fresh attempt budget: the attempts made so far stay in the trace but are not counted again.

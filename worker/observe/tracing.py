@@ -273,3 +273,44 @@ def api_batch_span(model: str, requests: int, carriers: Sequence[Mapping[str, st
     }
     with _span(f"batch {model}", kind=SpanKind.CLIENT, links=links, attributes=attrs) as span:
         yield span
+
+
+def batch_result_span_name(model: str) -> str:
+    return f"batch result {model}"
+
+
+@contextmanager
+def batch_result_span(
+    job: Job,
+    model: str,
+    result_type: str,
+    batch_id: str,
+    gathered_by: Mapping[str, str] | None,
+    api_batch: Mapping[str, str] | None,
+) -> Iterator[Span]:
+    """CONSUMER span for one job's Message Batch result: in the job's trace (a child of the attempt
+    span that gathered the request, ``gathered_by``) and linked to its API batch's span (``api_batch``),
+    so a job's trace leads to the batch that answered it as the batch span leads to its jobs."""
+    if not tracing_enabled():
+        yield INVALID_SPAN
+        return
+    link = producer_link(api_batch)
+    attrs: dict[str, str] = {
+        "gen_ai.provider.name": PROVIDER,
+        "gen_ai.request.model": model,
+        "routeq.job_id": job.job_id,
+        "routeq.tenant": job.tags.tenant,
+        "routeq.batch.result": result_type,
+    }
+    if batch_id:
+        attrs["anthropic.message.batch.id"] = batch_id
+    if job.tags.batch is not None:
+        attrs["routeq.batch"] = job.tags.batch
+    with _span(
+        batch_result_span_name(model),
+        kind=SpanKind.CONSUMER,
+        context=extract_context(gathered_by),
+        links=[link] if link is not None else [],
+        attributes=attrs,
+    ) as span:
+        yield span

@@ -448,3 +448,18 @@ class JobRun:
         if await self.rt.store.record(result, dead_cause=cause):
             self.rt.metrics.observe_result(result)
         return "failed"
+
+    async def finish_canceled(self, route: RouteRecord | None, message: str) -> str:
+        """The user canceled the job's batch: an outcome of its own, not a failure or a dead letter."""
+        last = self.attempts[-1] if self.attempts else None
+        result = self._result(
+            route,
+            "canceled",
+            error=message,
+            error_type="canceled",
+            tier=last.tier if last else (route.tier if route else None),
+            model=last.model if last else None,
+        )
+        if await self.rt.store.record(result):
+            self.rt.metrics.observe_result(result)
+        return "canceled"

@@ -97,7 +97,9 @@ async def read_snapshot(
         pending.append((batch, int(score), hit[1], agg))
     for gone in set(memo) - seen:
         del memo[gone]
-    finished = {b: agg.get("done", 0) + agg.get("failed", 0) for b, _, _, agg in pending}
+    finished = {
+        b: agg.get("done", 0) + agg.get("failed", 0) + agg.get("canceled", 0) for b, _, _, agg in pending
+    }
     rate = rates(now, finished)
     rows = [shape.batch_row(base, created, now, rate.get(b)) for b, created, base, _ in pending]
     total = shape.sum_aggs(aggs)

@@ -21,7 +21,11 @@ for _, id in ipairs(ids) do
   bytes = bytes + n
   taken[#taken + 1] = id
 end
-redis.call('ZREM', KEYS[1], unpack(taken))
+-- In slices: unpack of more than ~8000 values fails ("too many results to unpack"), and a take may hold
+-- up to 100,000.
+for i = 1, #taken, 1000 do
+  redis.call('ZREM', KEYS[1], unpack(taken, i, math.min(i + 999, #taken)))
+end
 redis.call('HINCRBY', KEYS[3], ARGV[4], -bytes)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

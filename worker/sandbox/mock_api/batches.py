@@ -21,6 +21,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ _FAULT_ERROR_STATUS = {
     "reset": 500,
 }
 _JSON = "application/json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _iso(epoch: float) -> str:
@@ -405,12 +407,20 @@ def add_batch_routes(app: web.Application, state: MockState) -> BatchStore:
     store = BatchStore(state)
     state.batches = store
     r = app.router
-    r.add_post("/v1/messages/batches", store.create)
-    r.add_get("/v1/messages/batches", store.list_batches)
-    r.add_get("/v1/messages/batches/{batch_id}", store.retrieve)
-    r.add_delete("/v1/messages/batches/{batch_id}", store.delete)
-    r.add_post("/v1/messages/batches/{batch_id}/cancel", store.cancel)
-    r.add_get("/v1/messages/batches/{batch_id}/results", store.results)
+
+    def counted(handler: Handler) -> Handler:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            state.stats.batches.call()  # every call counts against the batch RPM, refused ones too
+            return await handler(request)
+
+        return serve
+
+    r.add_post("/v1/messages/batches", counted(store.create))
+    r.add_get("/v1/messages/batches", counted(store.list_batches))
+    r.add_get("/v1/messages/batches/{batch_id}", counted(store.retrieve))
+    r.add_delete("/v1/messages/batches/{batch_id}", counted(store.delete))
+    r.add_post("/v1/messages/batches/{batch_id}/cancel", counted(store.cancel))
+    r.add_get("/v1/messages/batches/{batch_id}/results", counted(store.results))
 
     async def _close(_: web.Application) -> None:
         store.close()

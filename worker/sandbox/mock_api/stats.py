@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,9 +64,24 @@ class BatchStats:
     expired: int = 0
     canceled: int = 0
     duplicate_requests: int = 0
+    # HTTP calls to the batch endpoints (create, retrieve, list, cancel, delete, results), and the most
+    # seen in any 60 s: what the API's batch RPM counts.
+    calls: int = 0
+    max_calls_60s: int = 0
+    _recent: deque[float] = field(default_factory=deque)
+
+    def call(self) -> None:
+        now = time.monotonic()
+        self.calls += 1
+        self._recent.append(now)
+        while self._recent[0] <= now - 60.0:
+            self._recent.popleft()
+        self.max_calls_60s = max(self.max_calls_60s, len(self._recent))
 
     def to_json(self) -> dict[str, int]:
         return {
+            "calls": self.calls,
+            "max_calls_60s": self.max_calls_60s,
             "created": self.created,
             "requests": self.requests,
             "succeeded": self.succeeded,

@@ -23,9 +23,10 @@ function bar(row) {
   const total = Math.max(1, row.enqueued);
   const pct = (n) => (100 * n / total).toFixed(2) + "%";
   const live = Math.max(0, row.failed - row.dead);
-  return `<div class="bar" title="${row.done} done, ${row.failed} failed (${row.dead} dead), ${row.pending} pending">` +
+  const canceled = row.canceled || 0;
+  return `<div class="bar" title="${row.done} done, ${row.failed} failed (${row.dead} dead), ${canceled} canceled, ${row.pending} pending">` +
     `<span class="done" style="width:${pct(row.done)}"></span><span class="failed" style="width:${pct(live)}"></span>` +
-    `<span class="dead" style="width:${pct(row.dead)}"></span></div>`;
+    `<span class="dead" style="width:${pct(row.dead)}"></span><span class="canceled" style="width:${pct(canceled)}"></span></div>`;
 }
 
 function renderOverview(ov) {
@@ -125,8 +126,8 @@ async function renderDetail(id, withJobs) {
   const rep = d.report, row = (state.snap?.batches || []).find((b) => b.batch === id);
   $("#bd-id").textContent = id;
   $("#bd-tenant").textContent = d.tenant ? "tenant " + d.tenant : "";
-  $("#bd-cards").innerHTML = `<div class="card"><div class="label">Progress</div><div class="value" id="bd-progress">${num(rep.done + rep.failed)} / ${num(rep.done + rep.failed + rep.pending)}</div>` +
-    `<div class="sub">${num(rep.done)} done · ${num(rep.failed)} failed · ${num(d.dead.length)} dead · ${num(rep.pending)} pending</div>${row ? bar(row) : ""}</div>` +
+  $("#bd-cards").innerHTML = `<div class="card"><div class="label">Progress</div><div class="value" id="bd-progress">${num(rep.done + rep.failed + rep.canceled)} / ${num(rep.done + rep.failed + rep.canceled + rep.pending)}</div>` +
+    `<div class="sub">${num(rep.done)} done · ${num(rep.failed)} failed · ${num(d.dead.length)} dead${rep.canceled ? " · " + num(rep.canceled) + " canceled" : ""} · ${num(rep.pending)} pending</div>${row ? bar(row) : ""}</div>` +
     `<div class="card"><div class="label">Spend</div><div class="value" id="bd-cost">${usd(rep.cost_usd)}</div><div class="sub">baseline ${usd(rep.baseline_cost_usd)}</div></div>` +
     `<div class="card"><div class="label">Saved</div><div class="value">${rep.savings_pct.toFixed(1)}%</div><div class="sub">routing ${usd(rep.routing_savings_usd)} · caching ${usd(rep.cache_savings_usd)}</div></div>` +
     `<div class="card"><div class="label">ETA</div><div class="value">${row ? (row.pending ? dur(row.eta_s) : "done") : "–"}</div><div class="sub">${row ? row.jobs_per_s.toFixed(1) + " jobs/s" : ""}</div></div>`;
