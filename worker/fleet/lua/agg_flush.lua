@@ -20,8 +20,9 @@ if present < n then
   return present
 end
 local i = n + 2
+local expiries = {}
 while ARGV[i] ~= '|' do
-  redis.call('PEXPIRE', ARGV[i], ARGV[i + 1])
+  expiries[#expiries + 1] = i
   i = i + 2
 end
 i = i + 1
@@ -29,4 +30,6 @@ while i <= #ARGV do
   redis.call('HINCRBY', ARGV[i], ARGV[i + 1], ARGV[i + 2])
   i = i + 3
 end
+-- After the increments: a key they create gets its TTL too.
+for _, e in ipairs(expiries) do redis.call('PEXPIRE', ARGV[e], ARGV[e + 1]) end
 return n
