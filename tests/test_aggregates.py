@@ -52,6 +52,12 @@ def result(i: int, tenant: str = "acme") -> JobResult:
     )
 
 
+def busy(pending: PendingAggregates) -> PendingAggregates:
+    """A process that just applied a record at once: its next records go through the flush."""
+    assert pending.quiet()
+    return pending
+
+
 def expected(*results: JobResult) -> dict[str, int]:
     agg: dict[str, int] = {}
     for r in results:
@@ -75,7 +81,7 @@ def test_an_entry_reads_back_as_written() -> None:
 
 async def test_flush_applies_each_recorded_job_once(redis_url: str, redis: Redis) -> None:
     s = settings(redis_url)
-    pending = PendingAggregates(redis, s.keys, OWNER)
+    pending = busy(PendingAggregates(redis, s.keys, OWNER, every_s=60))
     store = Store(redis, s, pending)
     jobs = [result(i) for i in range(5)]
     for r in jobs:
@@ -94,7 +100,7 @@ async def test_a_dead_process_pending_jobs_are_applied_by_its_reaper_once(
     redis_url: str, redis: Redis
 ) -> None:
     s = settings(redis_url)
-    dead = PendingAggregates(redis, s.keys, OWNER)
+    dead = busy(PendingAggregates(redis, s.keys, OWNER, every_s=60))
     store = Store(redis, s, dead)
     await redis.sadd(s.keys.recovery_owners, OWNER)  # registered, then its heartbeat stopped
     jobs = [result(i) for i in range(3)]
@@ -112,7 +118,7 @@ async def test_a_dead_process_pending_jobs_are_applied_by_its_reaper_once(
 
 async def test_a_flush_after_part_of_its_jobs_were_applied_elsewhere(redis_url: str, redis: Redis) -> None:
     s = settings(redis_url)
-    pending = PendingAggregates(redis, s.keys, OWNER)
+    pending = busy(PendingAggregates(redis, s.keys, OWNER, every_s=60))
     store = Store(redis, s, pending)
     jobs = [result(i) for i in range(4)]
     for r in jobs:
@@ -126,7 +132,7 @@ async def test_a_flush_after_part_of_its_jobs_were_applied_elsewhere(redis_url: 
 
 async def test_undoing_a_flushed_job_subtracts_it(redis_url: str, redis: Redis) -> None:
     s = settings(redis_url)
-    pending = PendingAggregates(redis, s.keys, OWNER)
+    pending = busy(PendingAggregates(redis, s.keys, OWNER, every_s=60))
     store = Store(redis, s, pending)
     jobs = [result(i) for i in range(2)]
     for r in jobs:
@@ -138,10 +144,10 @@ async def test_undoing_a_flushed_job_subtracts_it(redis_url: str, redis: Redis) 
 
 async def test_a_record_resent_after_a_lost_reply_still_counts(redis_url: str, redis: Redis) -> None:
     s = settings(redis_url)
-    pending = PendingAggregates(redis, s.keys, OWNER)
+    pending = busy(PendingAggregates(redis, s.keys, OWNER, every_s=60))
     r = result(7)
     # The first send ran (entry pending) but its reply was lost: the process never learned of it.
-    assert await Store(redis, s, PendingAggregates(redis, s.keys, OWNER)).record(r)
+    assert await Store(redis, s, busy(PendingAggregates(redis, s.keys, OWNER, every_s=60))).record(r)
     assert await Store(redis, s, pending).record(r) is False
     assert await pending.flush() == 1
     assert await agg(redis, s.keys.batch_agg("b")) == expected(r)
@@ -151,12 +157,25 @@ async def test_adopt_takes_on_entries_the_process_lost_track_of(redis_url: str, 
     s = settings(redis_url)
     lost = [result(i) for i in range(3)]
     for r in lost:
-        await Store(redis, s, PendingAggregates(redis, s.keys, OWNER)).record(r)
-    pending = PendingAggregates(redis, s.keys, OWNER)
+        await Store(redis, s, busy(PendingAggregates(redis, s.keys, OWNER, every_s=60))).record(r)
+    pending = busy(PendingAggregates(redis, s.keys, OWNER, every_s=60))
     assert await pending.adopt() == 3
     assert await pending.adopt() == 0
     assert await pending.flush() == 3
     assert await agg(redis, s.keys.batch_agg("b")) == expected(*lost)
+
+
+async def test_a_quiet_process_applies_a_lone_record_at_once(redis_url: str, redis: Redis) -> None:
+    s = settings(redis_url)
+    pending = PendingAggregates(redis, s.keys, OWNER, every_s=60)
+    store = Store(redis, s, pending)
+    first, second = result(1), result(2)
+    assert await store.record(first)
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(first)  # no lag for a lone job
+    assert await store.record(second)  # within the window: batched
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(first)
+    assert await pending.flush() == 1
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(first, second)
 
 
 async def test_a_store_without_a_flusher_applies_at_once(redis_url: str, redis: Redis) -> None:

@@ -15,8 +15,10 @@ applies an entry:
   whatever a failed flush left (``Recovery.close``);
 * ``routeq retry`` (``unrecord.lua``) deletes a still-pending entry instead of subtracting it.
 
-Readers of the aggregates (``routeq status``/``report``, the web view) see a finished job at most
-``FLUSH_EVERY_S`` (plus a Redis round trip) after its result; a job's fields always move together.
+A record applies its own increments at once (as outside a worker) when the process recorded nothing in
+the last ``FLUSH_EVERY_S``, so only a process busy enough to batch pays any lag: readers of the aggregates
+(``routeq status``/``report``, the web view) then see a finished job at most ``FLUSH_EVERY_S`` (plus a
+Redis round trip) after its result; a job's fields always move together.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Mapping
 
 from redis.asyncio import Redis
@@ -89,9 +92,20 @@ class PendingAggregates:
         self._ids: set[str] = set()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._last_direct = -float("inf")
 
     def __len__(self) -> int:
         return len(self._members)
+
+    def quiet(self) -> bool:
+        """Nothing pending and nothing applied for ``every_s``: a record may apply its increments at once
+        (so a lone job's totals never lag) and restarts the window; under load the rest of the window's
+        records go through the flush."""
+        now = time.monotonic()
+        if self._members or now - self._last_direct < self.every_s:
+            return False
+        self._last_direct = now
+        return True
 
     def added(self, member: str, incs: list[Increment], expiries: list[Expiry]) -> None:
         """A script left this entry in the pending hash under ``member``: apply it with the next flush."""

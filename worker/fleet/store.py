@@ -124,15 +124,16 @@ class Store:
             entry_of(incs, expiries),
         ]
         keys = self._outcome_keys(result)
-        if self.pending is not None:
-            keys.append(self.pending.key)
+        pending = self.pending if self.pending is not None and not self.pending.quiet() else None
+        if pending is not None:
+            keys.append(pending.key)
         script = self._agg_scripts["record"]
         done = bool(await persist("record", lambda: script(keys=keys, args=args)))
         # Refused as a duplicate, yet pending here: a re-sent record whose first reply was lost.
-        if self.pending is not None and (
-            done or await self.redis.hexists(self.pending.key, result.job_id)  # type: ignore[misc]
+        if pending is not None and (
+            done or await self.redis.hexists(pending.key, result.job_id)  # type: ignore[misc]
         ):
-            self.pending.added(result.job_id, incs, expiries)
+            pending.added(result.job_id, incs, expiries)
         return done
 
     def _aggregate_entry(self, result: JobResult) -> tuple[list[Increment], list[Expiry]]:
