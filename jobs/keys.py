@@ -252,6 +252,14 @@ class Keys:
         """Set of arq job ids whose in-progress key this owner set (removed as arq finishes them)."""
         return f"{self.prefix}:recovery:jobs:{owner}"
 
+    def agg_pending_prefix(self) -> str:
+        return f"{self.prefix}:recovery:agg-pending:"
+
+    def agg_pending(self, owner: str) -> str:
+        """Hash job id -> aggregate entry of jobs one worker process recorded but has not yet added to
+        their batch and tenant aggregates (it does every ~100 ms; a reaper does for a dead one)."""
+        return self.agg_pending_prefix() + owner
+
     # --- quality monitoring (worker/fleet/quality.py) -----------------------------------------------
     @property
     def quality(self) -> str:

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     # Tier queues hold parked jobs, which already wait for a slot; polling them as often as the intake
     # queue burns CPU in every idle process for no gain.
     tier_poll_delay_s: float = Field(default=0.2, gt=0)
+    # An intake job refused only for want of a slot waits in the tier's line (holding its intake slot,
+    # handed the next free slot by a release) while fewer than this many times the tier's concurrency
+    # limit wait there fleet-wide; beyond that it parks on the tier's queue. 0: always park.
+    intake_line_depth: float = Field(default=8.0, ge=0)
     job_timeout_s: float = Field(default=900.0, gt=0)
     arq_max_tries: int = Field(default=20, ge=1)
     drain_timeout_s: float = Field(default=25.0, ge=0)

@@ -25,6 +25,7 @@ from jobs.tiers import TIER_ORDER
 from worker.batches import loop as batch_loop
 from worker.batches.metrics import BatchQueueCollector
 from worker.fleet import calibration
+from worker.fleet.aggregates import PendingAggregates
 from worker.fleet.arq_worker import RecoveringWorker
 from worker.fleet.budget import Budgets
 from worker.fleet.cache_warmer import CacheWarmer
@@ -173,6 +174,8 @@ async def _release(rt: Runtime, workers: list[Worker], recovery: Recovery) -> No
         with contextlib.suppress(Exception):
             await asyncio.gather(*w.tasks.values(), return_exceptions=True)
             await rt.redis.delete(w.health_check_key)
+    if rt.store.pending is not None:
+        await rt.store.pending.close()
     await recovery.close()
     await rt.gate.close()
 
@@ -195,6 +198,9 @@ async def run(
     token = new_owner_token(rt.owner)
     recovery = Recovery(rt.redis, settings.redis_url or "", settings.keys, token, lease_owner=rt.owner)
     await recovery.start()
+    # Registered (heartbeat) first: a reaper applies a dead owner's pending aggregates.
+    rt.store.pending = PendingAggregates(rt.redis, settings.keys, token)
+    rt.store.pending.start()
     workers = make_workers(rt, owner_token=token)
     # Everything loaded so far (the SDK, pydantic models: ~180k objects) lives as long as the process:
     # keep it out of the collector's sight. A full collection over it takes ~180 ms here, a stall of every

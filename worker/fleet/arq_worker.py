@@ -121,7 +121,8 @@ class RecoveringWorker(Worker):
                     expire = None if keep_result_forever else result_timeout_s
                     tr.set(result_key_prefix + job_id, result_data, px=to_ms(expire))
                 delete_keys += [retry_key_prefix + job_id, job_key_prefix + job_id]
-                tr.zrem(abort_jobs_ss, job_id)
+                if self.allow_abort_jobs:  # only Job.abort writes it, read only when aborts are allowed
+                    tr.zrem(abort_jobs_ss, job_id)
                 tr.zrem(self.queue_name, job_id)
             elif incr_score:
                 tr.zincrby(self.queue_name, incr_score, job_id)
@@ -138,7 +139,8 @@ class RecoveringWorker(Worker):
                 job_key_prefix + job_id,
             )
             tr.srem(self.recovery_running, job_id)
-            tr.zrem(abort_jobs_ss, job_id)
+            if self.allow_abort_jobs:
+                tr.zrem(abort_jobs_ss, job_id)
             tr.zrem(self.queue_name, job_id)
             keep_result = self.keep_result_forever or self.keep_result_s > 0
             if result_data is not None and keep_result:

@@ -262,6 +262,18 @@ class Budgets:
             [str(actual_pusd), r.token, self._ttl_ms],
         )
 
+    def spend_entry(
+        self, reservation: Reservation, actual_pusd: int
+    ) -> tuple[list[tuple[str, str, int]], list[tuple[str, int]]]:
+        """An unheld reservation's settle as increments (``worker/fleet/aggregates.py``): the spend on
+        both scopes, the batch's budget ageing out as :meth:`settle` makes it. Counted once by the
+        caller's once-only write (the attempt's), so no token is kept."""
+        if actual_pusd < 0:
+            raise ValueError("actual_pusd must be >= 0")
+        tenant, batch, _ = self._keys(reservation.tenant, reservation.batch)
+        incs = [(tenant, "spent", actual_pusd), (batch, "spent", actual_pusd)] if actual_pusd else []
+        return incs, [(batch, int(self._ttl_ms))]
+
     async def release(self, reservation: Reservation) -> bool:
         """Free the reservation without cost. False if already settled/released or never reserved."""
         r = reservation

@@ -132,7 +132,9 @@ class Recovery:
         self.lease_owner = lease_owner
         self.scan_s, self.grace_s = scan_s, grace_s
         self.heartbeat = Heartbeat(url, self.rkeys, owner, ttl_s, beat_s)
-        self._script = redis.register_script(redis_scripts.source("recovery_reap"))
+        scripts = redis_scripts.Scripts(redis, lib="agg_lib")
+        self._script = scripts["recovery_reap"]
+        self._fold = scripts["agg_fold"]
         self._missing_since: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.reaped: list[tuple[str, int, int]] = []  # (owner, jobs freed, leases freed)
@@ -149,6 +151,8 @@ class Recovery:
                 await self._task
         await asyncio.to_thread(self.heartbeat.stop)
         with contextlib.suppress(Exception):
+            # What a failed last flush left pending is applied before this owner is forgotten.
+            await self._fold(keys=[self.keys.agg_pending(self.owner)], args=[])
             async with self.redis.pipeline(transaction=True) as p:
                 p.delete(self.rkeys.recovery_alive(self.owner), self.rkeys.recovery_running(self.owner))
                 p.srem(self.rkeys.recovery_owners, self.owner)
@@ -204,6 +208,7 @@ class Recovery:
                 self.rkeys.recovery_alive(owner),
                 self.rkeys.recovery_running(owner),
                 *(k for t in TIER_ORDER for k in self._tier_keys(t)),
+                self.keys.agg_pending(owner),
             ],
             args=[
                 owner,
@@ -216,7 +221,11 @@ class Recovery:
         jobs, leases = int(res[0]), int(res[1])
         if jobs < 0:
             return None
-        log.warning("reaped dead worker %s: %d job(s) handed back, %d lease(s) freed", owner, jobs, leases)
+        log.warning(
+            "reaped dead worker %s: %d job(s) handed back, %d lease(s) freed, %d recorded job(s) added to "
+            "their aggregates",
+            owner, jobs, leases, int(res[2]),
+        )  # fmt: skip
         got = (owner, jobs, leases)
         self.reaped.append(got)
         return got

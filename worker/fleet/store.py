@@ -2,7 +2,8 @@
 
 - Each model call's attempt record is appended as soon as the call ends; a paid answer is saved beside
   it, so a re-run after a crash reuses the answer instead of paying for it again.
-- The final outcome is recorded by one Lua call gated on the batch's done set: aggregates move once.
+- The final outcome is recorded by one Lua call gated on the batch's done set: aggregates move once
+  (in a worker, with the process's next aggregates flush: ``worker/fleet/aggregates.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from jobs.contract import Job
 from jobs.keys import Keys
 from jobs.results import Attempt, JobResult, aggregate_increments
 from jobs.settings import Settings
+from worker.fleet.aggregates import Expiry, Increment, PendingAggregates, aggregate_entry, entry_of
 from worker.fleet.redis_scripts import Scripts, WriteBatch
 
 log = logging.getLogger("routeq.store")
@@ -43,11 +45,14 @@ async def persist(op: str, coro_factory: Any) -> Any:
 
 
 class Store:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, pending: PendingAggregates | None = None) -> None:
+        """With ``pending``, recorded jobs reach their aggregates with its next flush; without, at once."""
         self.redis = redis
         self.settings = settings
         self.keys: Keys = settings.keys
         self.scripts = Scripts(redis)
+        self._agg_scripts = Scripts(redis, lib="agg_lib")
+        self.pending = pending
 
     @property
     def _retention_ms(self) -> int:
@@ -76,36 +81,64 @@ class Store:
         return attempts, paid
 
     def save_attempt_into(
-        self, batch: WriteBatch, job_id: str, attempt: Attempt, answer: dict[str, Any] | None = None
+        self,
+        batch: WriteBatch,
+        job_id: str,
+        attempt: Attempt,
+        answer: dict[str, Any] | None = None,
+        spend: tuple[list[Increment], list[Expiry]] | None = None,
     ) -> None:
-        """Queue the attempt record (and its paid answer) in ``batch``; written once even if re-sent."""
+        """Queue the attempt record (and its paid answer) in ``batch``; written once even if re-sent.
+
+        ``spend``: the call's spend on budgets without a cap (``Budgets.spend_entry``), counted with the
+        attempt's write (needs ``pending``)."""
         ttl = self.settings.job_expiry_s + self.settings.result_ttl_s
-        batch.script(
-            self.scripts["attempt_save"],
-            [self.keys.attempts(job_id), self.keys.paid(job_id)],
-            [
-                attempt.n,
-                attempt.model_dump_json(),
-                orjson.dumps(answer).decode() if answer is not None else "",
-                ttl,
-            ],
-        )
+        keys = [self.keys.attempts(job_id), self.keys.paid(job_id)]
+        args: list[Any] = [
+            attempt.n,
+            attempt.model_dump_json(),
+            orjson.dumps(answer).decode() if answer is not None else "",
+            ttl,
+        ]
+        then = None
+        if spend is not None and self.pending is not None:
+            pending, member = self.pending, f"spend:{job_id}:{attempt.n}"
+            keys.append(pending.key)
+            args += [member, entry_of(*spend)]
+
+            def then(reply: Any) -> None:
+                if int(reply) == 1:
+                    pending.added(member, *spend)
+
+        batch.script(self.scripts["attempt_save"], keys, args, then=then)
 
     async def record(self, result: JobResult, dead_cause: dict[str, Any] | None = None) -> bool:
         """Write the final outcome; False when it was already recorded (a duplicate run)."""
-        inc = aggregate_increments(result)
+        incs, expiries = self._aggregate_entry(result)
         args: list[Any] = [
             result.job_id,
             result.model_dump_json(),
             self.settings.result_ttl_s,
             orjson.dumps(dead_cause).decode() if dead_cause else "",
             self._retention_ms,
+            entry_of(incs, expiries),
         ]
-        for k, v in inc.items():
-            args += [k, v]
         keys = self._outcome_keys(result)
-        done = await persist("record", lambda: self.scripts["record"](keys=keys, args=args))
-        return bool(done)
+        pending = self.pending if self.pending is not None and not self.pending.quiet() else None
+        if pending is not None:
+            keys.append(pending.key)
+        script = self._agg_scripts["record"]
+        done = bool(await persist("record", lambda: script(keys=keys, args=args)))
+        # Refused as a duplicate, yet pending here: a re-sent record whose first reply was lost.
+        if pending is not None and (
+            done or await self.redis.hexists(pending.key, result.job_id)  # type: ignore[misc]
+        ):
+            pending.added(result.job_id, incs, expiries)
+        return done
+
+    def _aggregate_entry(self, result: JobResult) -> tuple[list[Increment], list[Expiry]]:
+        batch_agg, tenant_agg = self.keys.batch_agg(result.batch), self.keys.tenant_agg(result.tenant)
+        return aggregate_entry(batch_agg, tenant_agg, self._retention_ms, aggregate_increments(result))
 
     def _outcome_keys(self, result: JobResult) -> list[str]:
         """The keys record.lua and unrecord.lua touch, in their KEYS order."""
@@ -118,8 +151,6 @@ class Store:
         ]
 
     async def unrecord(self, result: JobResult) -> bool:
-        args: list[Any] = [result.job_id]
-        for k, v in aggregate_increments(result).items():
-            args += [k, v]
-        keys = self._outcome_keys(result)
-        return bool(await self.scripts["unrecord"](keys=keys, args=args))
+        keys = [*self._outcome_keys(result), self.keys.recovery_owners]
+        args = [result.job_id, self.keys.agg_pending_prefix(), entry_of(*self._aggregate_entry(result))]
+        return bool(await self._agg_scripts["unrecord"](keys=keys, args=args))

@@ -210,11 +210,13 @@ class TierGate:
         if self.waiting(tier):
             return Refusal(tier, "queued", self.max_poll_s, 0, self.settings.tier_limits(tier).concurrency)
         lease_id = new_lease_id(self.owner)
-        return await self._acquire(tier, lease_id, est_input_tokens, est_output_tokens, keep_ms=0)
+        got, _ = await self._acquire(tier, lease_id, est_input_tokens, est_output_tokens, keep_ms=0)
+        return got
 
     async def _acquire(
-        self, tier: Tier, lease_id: str, est_in: int, est_out: int, keep_ms: int
-    ) -> Admission | Refusal:
+        self, tier: Tier, lease_id: str, est_in: int, est_out: int, keep_ms: int, join_below: int = 0
+    ) -> tuple[Admission | Refusal, bool]:
+        """One admission script; also True when a newcomer (``join_below`` > 0) joined the line."""
         lim = self.settings.tier_limits(tier)
         k = self.keys
         est_in, est_out = max(0, est_in), max(0, est_out)
@@ -225,15 +227,17 @@ class TierGate:
             [
                 str(tier), lease_id, self._ttl_ms,
                 lim.concurrency, _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm),
-                1, est_in, est_out, keep_ms,
+                1, est_in, est_out, keep_ms, join_below,
             ],
         )  # fmt: skip
         granted, reason, retry_ms, holders, limit = (
             int(res[0]), as_text(res[1]), int(res[2]), int(res[3]), int(res[4])
         )  # fmt: skip
+        joined = len(res) > 5 and int(res[5]) == 1
         if not granted:
-            return Refusal(tier, cast(Reason, reason), retry_ms / 1000, holders, None if limit < 0 else limit)
-        return self._hold(tier, lease_id, holders, est_in, est_out)
+            limit_or_none = None if limit < 0 else limit
+            return Refusal(tier, cast(Reason, reason), retry_ms / 1000, holders, limit_or_none), joined
+        return self._hold(tier, lease_id, holders, est_in, est_out), False
 
     def _hold(self, tier: Tier, lease_id: str, holders: int, est_in: int, est_out: int) -> Admission:
         adm = Admission(tier, lease_id, holders, est_in, est_out)
@@ -247,7 +251,35 @@ class TierGate:
     ) -> Admission:
         """Wait for admission in the tier's line; the Admission records ``wait_ms`` and ``waited_on``
         (reasons seen, in order). Raises :class:`AdmissionTimeout` after ``timeout_s``."""
+        got = await self._wait(Tier(tier), est_input_tokens, est_output_tokens, timeout_s, join_below=0)
+        assert isinstance(got, Admission)
+        return got
+
+    async def try_admit_or_wait(
+        self,
+        tier: Tier,
+        est_input_tokens: int,
+        est_output_tokens: int,
+        line_below: int,
+        timeout_s: float | None = None,
+    ) -> Admission | Refusal:
+        """A newcomer's try (as :meth:`try_admit`) that, refused only for want of a slot while fewer than
+        ``line_below`` wait in the tier's line fleet-wide, joins the line's tail in the same script and
+        waits there as :meth:`admit` does: a release hands it the next slot within milliseconds. Refused
+        otherwise (a cooldown, a bucket, a long line), without waiting."""
         tier = Tier(tier)
+        if line_below <= 0 or self.waiting(tier) >= line_below:
+            return await self.try_admit(tier, est_input_tokens, est_output_tokens)
+        return await self._wait(tier, est_input_tokens, est_output_tokens, timeout_s, join_below=line_below)
+
+    async def _wait(
+        self,
+        tier: Tier,
+        est_input_tokens: int,
+        est_output_tokens: int,
+        timeout_s: float | None,
+        join_below: int,
+    ) -> Admission | Refusal:
         start = time.monotonic()
         deadline = None if timeout_s is None else start + timeout_s
         waited_on: list[Reason] = []
@@ -256,13 +288,21 @@ class TierGate:
         w = _Waiter(tier, new_lease_id(self.owner), est_in, est_out, loop.create_future())
         self._waiting[w.lease_id] = w
         got: Admission | Refusal | None = None
+        in_line = True  # until a newcomer's try says it did not join (a cancelled try may have joined)
         try:
             while True:
                 if w.wake.done() and w.wake.result() == "grant":
                     got = self._hold(tier, w.lease_id, 0, est_in, est_out)
                 else:
                     w.wake = loop.create_future()  # a grant during the try below is seen by the script
-                    got = await self._acquire(tier, w.lease_id, est_in, est_out, keep_ms=self._keep_ms)
+                    got, joined = await self._acquire(
+                        tier, w.lease_id, est_in, est_out, keep_ms=self._keep_ms, join_below=join_below
+                    )
+                    if join_below and isinstance(got, Refusal):
+                        if not joined:
+                            in_line = False
+                            return got  # not worth waiting for: the caller goes elsewhere
+                        join_below = 0  # in the line now: its next tries are a waiter's
                 if isinstance(got, Admission):
                     got.wait_ms = (time.monotonic() - start) * 1000
                     got.waited_on = tuple(waited_on)
@@ -280,7 +320,7 @@ class TierGate:
                         await asyncio.wait_for(asyncio.shield(w.wake), timeout=max(pause, 0.001))
         finally:
             del self._waiting[w.lease_id]
-            if not isinstance(got, Admission):
+            if in_line and not isinstance(got, Admission):
                 # Gave up (timeout, cancelled, Redis error): leave the line, and hand on a slot granted
                 # to us meanwhile. Shielded: a cancelled waiter must still not strand a slot.
                 with contextlib.suppress(RedisError):

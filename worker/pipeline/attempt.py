@@ -28,6 +28,8 @@ class AttemptScope:
         self.admission: Admission | None = None
         self.reservation: Reservation | None = None
         self.wait_ms = 0
+        # An uncapped call's spend, counted with the attempt's write (Store.save_attempt_into).
+        self.spend: tuple[list[tuple[str, str, int]], list[tuple[str, int]]] | None = None
 
     def admitted(self, admission: Admission) -> None:
         self.admission = admission
@@ -61,7 +63,10 @@ class AttemptScope:
             admission.release_usage_into(writes, res.usage)
             self.rt.gate.answered_into(writes, admission.tier)
         if reservation is not None:
-            self.rt.budgets.settle_into(writes, reservation, cost.total_pusd)
+            if not reservation.held and self.rt.store.pending is not None:
+                self.spend = self.rt.budgets.spend_entry(reservation, cost.total_pusd)
+            else:
+                self.rt.budgets.settle_into(writes, reservation, cost.total_pusd)
         used_cache = bool(res.usage.cache_write_tokens or res.usage.cache_read_tokens)
         if ttl and plan.warm_hash and (used_cache or leader is not None):
             # Leader or not: mirror the API's TTL refresh on every use of the prefix. A leader whose

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -24,7 +25,7 @@ from jobs.documents.store import MissingDocument
 from jobs.results import Attempt, AttemptStatus, JobResult, JobStatus, RouteRecord
 from jobs.tiers import Tier
 from worker.batches import gather as batches
-from worker.fleet.admission import Admission, AdmissionTimeout, Refusal
+from worker.fleet.admission import Admission, AdmissionTimeout
 from worker.fleet.budget import Reservation, token_for
 from worker.fleet.cache_warmer import WarmDecision
 from worker.fleet.redis_scripts import WriteBatch
@@ -168,8 +169,8 @@ class JobRun:
                     if isinstance(refused, bool):
                         raise InBatch()
                     await self.refused_by_budget(refused.reason)
-            if self.parked is None and self.rt.gate.waiting(tier):
-                await self.park(tier)  # saturated (jobs of ours wait in its line): no need to plan first
+            if self.parked is None and self.rt.gate.waiting(tier) >= self.line_below(tier):
+                await self.park(tier)  # its line is long with jobs of ours alone: no need to plan first
             plan, ttl = await self.plan(tier)
             n = len(self.attempts) + 1
             writes = WriteBatch(self.rt.redis)
@@ -271,7 +272,7 @@ class JobRun:
                 check_reasons=check.reasons,
                 check_signal=check.top_signal,
             )
-            await self.save(attempt, {"text": res.text, "stop_reason": res.stop_reason}, writes)
+            await self.save(attempt, {"text": res.text, "stop_reason": res.stop_reason}, writes, scope.spend)
             if decision.action == "escalate":
                 escalations += 1
                 tier = Tier(tier.next_up() or tier)
@@ -329,10 +330,19 @@ class JobRun:
         # Uncached input and cache writes count toward input tokens/min; reads do not (as on the API).
         est_in, est_out = plan.estimated_input_tokens, self.job.max_output_tokens
         if self.parked is None:
-            got = await self.rt.gate.try_admit(tier, est_in, est_out)
-            if isinstance(got, Refusal):
+            # Refused for want of a slot with a short line, the job waits in it (a release hands it the
+            # next slot); otherwise it parks and this intake slot goes to the next job.
+            try:
+                got = await self.rt.gate.try_admit_or_wait(
+                    tier, est_in, est_out, self.line_below(tier), timeout_s=self.settings.job_timeout_s / 2
+                )
+            except AdmissionTimeout:
+                got = None
+            if not isinstance(got, Admission):
                 await self.park(tier)
             assert isinstance(got, Admission)
+            if got.waited_on:
+                self.rt.metrics.observe_wait(tier, ",".join(got.waited_on), got.wait_ms / 1000.0)
             return got
         with tracing.wait_span("tier_slot", tier) as span:
             try:
@@ -346,6 +356,10 @@ class JobRun:
             span.set_attribute("routeq.wait.reason", ",".join(adm.waited_on) or "none")
             self.rt.metrics.observe_wait(tier, ",".join(adm.waited_on) or "none", adm.wait_ms / 1000.0)
         return adm
+
+    def line_below(self, tier: Tier) -> int:
+        """How short the tier's line must be (fleet-wide) for an intake job to wait in it."""
+        return math.ceil(self.settings.intake_line_depth * self.settings.tier_limits(tier).concurrency)
 
     async def park(self, tier: Tier) -> None:
         """Hand the job to the tier's own queue and free this intake slot.
@@ -386,12 +400,16 @@ class JobRun:
         raise Stopped()
 
     async def save(
-        self, attempt: Attempt, answer: dict[str, Any] | None = None, writes: WriteBatch | None = None
+        self,
+        attempt: Attempt,
+        answer: dict[str, Any] | None = None,
+        writes: WriteBatch | None = None,
+        spend: Any = None,
     ) -> None:
         """Keep the attempt, write it with whatever else ``writes`` holds (one round trip), count it."""
         self.attempts.append(attempt)
         writes = writes if writes is not None else WriteBatch(self.rt.redis)
-        self.rt.store.save_attempt_into(writes, self.job_id, attempt, answer)
+        self.rt.store.save_attempt_into(writes, self.job_id, attempt, answer, spend)
         await persist("save_attempt", writes.execute)  # losing a paid answer means paying again
         self.rt.metrics.observe_attempt(attempt, self.job.tags.tenant)
 

@@ -8,22 +8,28 @@
 -- Returns {id, score, id, score, ...} of the jobs claimed, oldest first.
 local want = tonumber(ARGV[2]) * 2
 local scan = tonumber(ARGV[6])
-local page = math.max(want, 32)
+local page = math.max(want, 128)
 local got = {}
+local ids_got = {}
 local offset = 0
 while #got < want and offset < scan do
   local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, page)
+  if #ids == 0 then break end
+  -- The claimed jobs still in the queue sit at its head (a running job leaves at its end): one MGET
+  -- tells which of the page are free, instead of an EXISTS per entry.
+  local keys = {}
+  for i = 1, #ids, 2 do keys[#keys + 1] = ARGV[3] .. ids[i] end
+  local held = redis.call('MGET', unpack(keys))
   for i = 1, #ids, 2 do
-    local k = ARGV[3] .. ids[i]
-    if redis.call('EXISTS', k) == 0 then
-      redis.call('SET', k, ARGV[5], 'PX', ARGV[4])
-      redis.call('SADD', KEYS[2], ids[i])
+    if #got < want and not held[(i + 1) / 2] then
+      redis.call('SET', keys[(i + 1) / 2], ARGV[5], 'PX', ARGV[4])
+      ids_got[#ids_got + 1] = ids[i]
       got[#got + 1] = ids[i]
       got[#got + 1] = ids[i + 1]
-      if #got >= want then return got end
     end
   end
   if #ids < page * 2 then break end
   offset = offset + page
 end
+if #ids_got > 0 then redis.call('SADD', KEYS[2], unpack(ids_got)) end
 return got

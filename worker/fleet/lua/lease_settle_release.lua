@@ -18,20 +18,19 @@ local withdraw = ARGV[12] == 'withdraw'
 if withdraw then line_leave(KEYS[7], KEYS[8], ARGV[1]) end
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 local deltas = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])}
-if (removed == 1 or not withdraw) and (deltas[1] ~= 0 or deltas[2] ~= 0 or deltas[3] ~= 0) then
-  local caps = {
-    limit_of(KEYS[2], tier, 'rpm', ARGV[4]),
-    limit_of(KEYS[2], tier, 'itpm', ARGV[5]),
-    limit_of(KEYS[2], tier, 'otpm', ARGV[6]),
-  }
-  buckets_settle({KEYS[3], KEYS[4], KEYS[5]}, caps, deltas, now)
+local settle = (removed == 1 or not withdraw) and (deltas[1] ~= 0 or deltas[2] ~= 0 or deltas[3] ~= 0)
+if removed == 0 and not settle then return {0, ''} end
+-- One read of the tier's limits serves the settling and the grant below.
+local lims = limits_of(KEYS[2], tier, ARGV[10], ARGV[4], ARGV[5], ARGV[6])
+if settle then
+  buckets_settle({KEYS[3], KEYS[4], KEYS[5]}, {lims[2], lims[3], lims[4]}, deltas, now)
 end
 if removed == 0 then return {0, ''} end
 local head, asks = line_head(KEYS[7], KEYS[8], now)
 if head == nil then return {1, ''} end
 local K = {KEYS[1], KEYS[6], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8]}
 local A = {tier, head, ARGV[11], ARGV[10], ARGV[4], ARGV[5], ARGV[6], 1, asks[1], asks[2]}
-local res = acquire(K, A, true, now)
+local res = acquire(K, A, true, now, lims)
 if res[1] == 1 then
   local owner = string.match(head, '^(.*):[^:]*$') or head
   redis.call('PUBLISH', ARGV[13] .. owner, 'grant:' .. tier .. ':' .. head)

@@ -12,13 +12,24 @@ end
 
 -- A limit from the runtime config hash (field "<tier>:<kind>") else the settings default given in
 -- ARGV. "none" (or a non-positive number) means unlimited: returns nil.
-local function limit_of(config_key, tier, kind, default)
-  local v = redis.call('HGET', config_key, tier .. ':' .. kind)
+local function limit_value(v, default)
   if not v then v = default end
   if v == nil or v == '' or v == 'none' then return nil end
   local n = tonumber(v)
   if n == nil or n <= 0 then return nil end
   return n
+end
+
+local function limit_of(config_key, tier, kind, default)
+  return limit_value(redis.call('HGET', config_key, tier .. ':' .. kind), default)
+end
+
+-- The tier's four limits in one read: {concurrency, rpm, itpm, otpm} (nil = unlimited), from the config
+-- hash over the settings defaults d1..d4.
+local function limits_of(config_key, tier, d1, d2, d3, d4)
+  local v = redis.call('HMGET', config_key, tier .. ':concurrency', tier .. ':rpm', tier .. ':itpm',
+    tier .. ':otpm')
+  return {limit_value(v[1], d1), limit_value(v[2], d2), limit_value(v[3], d3), limit_value(v[4], d4)}
 end
 
 -- Continuous-refill bucket: capacity = per-minute limit, refill limit/60000 per ms. A missing bucket is
@@ -108,32 +119,40 @@ end
 -- K: {leases, cooldown, config, rpm bucket, itpm bucket, otpm bucket, line, line info}
 -- A: {tier, lease id, ttl ms, defaults for concurrency, rpm, itpm, otpm, amounts rpm, itpm, otpm}
 -- waiting: the caller is in the line (may go ahead of it); else a newcomer, refused while anyone waits.
+-- lims: the tier's limits as limits_of returns them, when the caller has read them already.
 -- Returns {granted 0|1, reason, retry ms, holders (after a grant), concurrency limit (-1 = none)}.
-local function acquire(K, A, waiting, now)
+local function acquire(K, A, waiting, now, lims)
   local tier = A[1]
   local cool = redis.call('PTTL', K[2])
   if cool > 0 then
     return {0, 'cooldown', cool, 0, -1}
   end
-  -- Reap leases of holders that stopped renewing (crashed, SIGKILLed, partitioned).
-  redis.call('ZREMRANGEBYSCORE', K[1], '-inf', now)
+  lims = lims or limits_of(K[3], tier, A[4], A[5], A[6], A[7])
+  local limit = lims[1]
   local holders = redis.call('ZCARD', K[1])
-  local limit = limit_of(K[3], tier, 'concurrency', A[4])
   if limit ~= nil and holders >= limit then
-    -- Without a release, the earliest deadline is when a slot frees at the latest.
+    -- Full. The earliest deadline says whether a holder stopped renewing (crashed, SIGKILLed,
+    -- partitioned): only then are expired leases reaped. Below the limit they need no reaping (an
+    -- expired lease only ever makes the count larger).
     local first = redis.call('ZRANGE', K[1], 0, 0, 'WITHSCORES')
-    local retry = 1000
-    if first[2] then retry = math.max(1, tonumber(first[2]) - now) end
-    return {0, 'concurrency', retry, holders, limit}
+    if first[2] and tonumber(first[2]) <= now then
+      redis.call('ZREMRANGEBYSCORE', K[1], '-inf', now)
+      holders = redis.call('ZCARD', K[1])
+      first = redis.call('ZRANGE', K[1], 0, 0, 'WITHSCORES')
+    end
+    if holders >= limit then
+      -- Without a release, the earliest deadline is when a slot frees at the latest.
+      local retry = 1000
+      if first[2] then retry = math.max(1, tonumber(first[2]) - now) end
+      return {0, 'concurrency', retry, holders, limit}
+    end
   end
-  if not waiting and line_head(K[7], K[8], now) ~= nil then
+  -- Anyone waiting goes first: an empty line is one ZCARD; the head is looked at (and lapsed places
+  -- dropped) only when the line holds someone.
+  if not waiting and redis.call('ZCARD', K[7]) > 0 and line_head(K[7], K[8], now) ~= nil then
     return {0, 'queued', 100, holders, limit or -1}
   end
-  local caps = {
-    limit_of(K[3], tier, 'rpm', A[5]),
-    limit_of(K[3], tier, 'itpm', A[6]),
-    limit_of(K[3], tier, 'otpm', A[7]),
-  }
+  local caps = {lims[2], lims[3], lims[4]}
   local amounts = {tonumber(A[8]), tonumber(A[9]), tonumber(A[10])}
   local wait, kind = buckets_take({K[4], K[5], K[6]}, {'rpm', 'itpm', 'otpm'}, caps, amounts, now)
   if kind ~= nil then

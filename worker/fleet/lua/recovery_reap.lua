@@ -1,10 +1,12 @@
 -- Hand back a dead worker's claimed jobs, free its tier leases and take its waiters out of the tiers'
 -- lines (a dead waiter at the head would otherwise be handed slots until its place expires), atomically.
--- KEYS: 1 owners set, 2 heartbeat, 3 running set, then per tier: lease zset, line zset, line info hash.
+-- It also applies the aggregate entries of the jobs the owner recorded but had not flushed (agg_lib.lua).
+-- KEYS: 1 owners set, 2 heartbeat, 3 running set, then per tier: lease zset, line zset, line info hash,
+--       last: the owner's pending aggregates hash.
 -- ARGV: 1 owner token, 2 arq in-progress prefix, 3 lease-id prefix of the owner ("" = none),
 --       4 limits channel, 5.. tier names (in the order of the per-tier keys).
 -- Returns {-1} if the owner is alive after all or already reaped (by another reaper, or this one's other
--- task), else {jobs freed, leases freed}.
+-- task), else {jobs freed, leases freed, aggregate entries applied}.
 if redis.call('EXISTS', KEYS[2]) == 1 then return {-1, 0} end
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return {-1, 0} end
 local freed = 0
@@ -39,6 +41,7 @@ if ARGV[3] ~= '' then
     end
   end
 end
+local folded = agg_fold(KEYS[#KEYS])
 redis.call('DEL', KEYS[3])
 redis.call('SREM', KEYS[1], ARGV[1])
-return {freed, leases}
+return {freed, leases, folded}
