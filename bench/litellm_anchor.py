@@ -71,17 +71,20 @@ def venv_python() -> Path:
         got = subprocess.run(check, capture_output=True, text=True, env=_quiet_env())
         if got.returncode == 0 and got.stdout.strip() == LITELLM.split("==")[1]:
             return py
-    print(f"litellm_anchor: installing {LITELLM} and arq into {VENV.relative_to(ROOT)}", file=sys.stderr)
+    print(f"litellm_anchor: installing {LITELLM} and arq into {VENV}", file=sys.stderr)
     steps = [
-        [sys.executable, "-m", "venv", str(VENV)],
-        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", LITELLM, "arq==0.28.0"],
-        check,
+        ("python -m venv", [sys.executable, "-m", "venv", str(VENV)]),
+        (
+            f"pip install {LITELLM} arq",
+            [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", LITELLM, "arq==0.28.0"],
+        ),
+        ("import litellm", check),
     ]
-    for argv in steps:
+    for label, argv in steps:
         got = subprocess.run(argv, capture_output=True, text=True, env=_quiet_env())
         if got.returncode != 0:
             last = next((ln for ln in reversed(got.stderr.splitlines()) if ln.strip()), "no output")
-            raise CannotInstall(f"`{' '.join(argv[-3:])}` failed: {last.strip()}")
+            raise CannotInstall(f"{label} failed: {last.strip()}")
     return py
 
 
