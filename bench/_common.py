@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -270,16 +271,34 @@ async def command_counts(redis: Redis) -> dict[str, int]:
 
 
 def per_job_commands(
-    before: dict[str, int], after: dict[str, int], jobs: int, top: int = 12
+    before: dict[str, int],
+    after: dict[str, int],
+    jobs: int,
+    top: int = 12,
+    minus: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Commands per job between two :func:`command_counts` reads: total and the most frequent."""
-    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    """Commands per job between two :func:`command_counts` reads: total and the most frequent.
+
+    ``minus``: commands to leave out, by command (the benchmark's own progress polls, see
+    :func:`poll_commands`)."""
+    diff = {k: after.get(k, 0) - before.get(k, 0) - (minus or {}).get(k, 0) for k in after}
     diff = {k: v for k, v in diff.items() if v > 0 and k != "info"}
     top_items = sorted(diff.items(), key=lambda kv: -kv[1])[:top]
     return {
         "total": round(sum(diff.values()) / max(1, jobs), 2),
         "by_command": {k: round(v / max(1, jobs), 2) for k, v in top_items},
     }
+
+
+async def poll_commands(
+    redis: Redis, poll: Callable[[], Awaitable[object]], times: int = 1
+) -> dict[str, int]:
+    """The Redis commands ``times`` calls of a benchmark's own progress poll send, measured on one call:
+    what to pass :func:`per_job_commands` as ``minus`` so a phase counts its workers' commands only."""
+    a = await command_counts(redis)
+    await poll()
+    b = await command_counts(redis)
+    return {k: (b[k] - a.get(k, 0)) * times for k in b if k != "info" and b[k] > a.get(k, 0)}
 
 
 def cpu_s(pid: int) -> float:
@@ -294,3 +313,51 @@ def cpu_s(pid: int) -> float:
 def emit(obj: dict[str, Any]) -> str:
     """The one JSON object a benchmark prints."""
     return json.dumps(obj, indent=2, sort_keys=False, default=str)
+
+
+class CpuSampler:
+    """Samples the CPU time (user + system) a set of processes has used, in the background.
+
+    ``per_job_ms(samples, total)`` is the CPU spent per job finished over :func:`steady_rate`'s window of
+    a :func:`wait_batch`-style sample list whose clock started at ``t0`` (a ``time.monotonic()`` reading):
+    start-up and the tail are left out, as they are for throughput.
+    """
+
+    def __init__(self, pids: list[int], every: float = 0.05) -> None:
+        self.pids, self.every = pids, every
+        self.points: list[tuple[float, float]] = []  # (monotonic seconds, CPU seconds of all pids)
+        self._task: asyncio.Task[None] | None = None
+
+    def read(self) -> float:
+        return sum(cpu_s(p) for p in self.pids)
+
+    async def _run(self) -> None:
+        while True:
+            self.points.append((time.monotonic(), self.read()))
+            await asyncio.sleep(self.every)
+
+    def start(self) -> None:
+        self.points.clear()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> float:
+        """Stop sampling; the processes' CPU seconds so far."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        last = self.read()
+        self.points.append((time.monotonic(), last))
+        return last
+
+    def _at(self, t: float) -> float:
+        return min(self.points, key=lambda p: abs(p[0] - t))[1] if self.points else 0.0
+
+    def per_job_ms(self, samples: list[Sample], total: int, t0: float) -> float:
+        ends = _steady_ends(samples, total, 0.1, 0.9)
+        if ends is None or not self.points:
+            return 0.0
+        (ta, na), (tb, nb) = ends
+        if nb <= na:
+            return 0.0
+        return 1000.0 * (self._at(t0 + tb) - self._at(t0 + ta)) / (nb - na)

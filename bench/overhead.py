@@ -1,20 +1,27 @@
 """routeq's per-job overhead against bare arq, in one run.
 
     .venv/bin/python bench/overhead.py [--jobs 2000] [--workers 2] [--poll-delay 0.05] [--profile-jobs 1000]
+        [--transport httpx|aiohttp]
 
 (a) bare arq: ``arq.Worker`` processes running a no-op async function; jobs enqueued with
     ``create_pool().enqueue_job`` in a loop. Same worker count, poll delay, ``max_jobs`` (routeq's intake
     default, 64) and ``keep_result=0`` as routeq.
 (a') the same bare arq workers running only the model call each routeq job makes (the official SDK, one
     ``messages.create`` to the stand-in): the floor any worker that calls the API pays on this machine.
+    Its client is configured as routeq's is: the same HTTP transport (``--transport``, default routeq's
+    ``http_transport`` default), SDK retries and the SDK's own OpenTelemetry spans off.
 (b) routeq: the same number of jobs through ``routeq worker`` processes (default settings: learned router,
     limits, caching layout, results and aggregates) against the stand-in API at 0 latency; jobs enqueued
     with the bulk ``Producer.enqueue``.
 
 Jobs are enqueued before the workers start; throughput is the steady-state rate between 10% and 90% of
-the jobs finished (process start-up excluded), and the whole-batch time is reported too. Then, unless
-``--profile-jobs 0``, one routeq worker runs under cProfile on a fresh batch and the top costs are listed
-(cumulative on-CPU time per pipeline stage; coroutine time counts only while running, not while awaiting).
+the jobs finished (process start-up excluded), and the whole-batch time is reported too. Worker CPU per
+job is measured over the same window (all worker processes, user + system), and over the whole phase;
+Redis commands per job over the whole phase (``INFO commandstats`` deltas, scripts' inner commands
+included, the benchmark's own progress polls left out).
+Then, unless ``--profile-jobs 0``, one routeq worker runs under cProfile on a fresh batch and the top
+costs are listed (cumulative on-CPU time per pipeline stage; coroutine time counts only while running, not
+while awaiting).
 
 Prints one JSON object.
 """
@@ -36,11 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     ROOT,
+    CpuSampler,
     Procs,
     api_stats,
     command_counts,
     emit,
     per_job_commands,
+    poll_commands,
     settings_for,
     steady_rate,
     wait_batch,
@@ -50,9 +59,13 @@ from redis.asyncio import Redis
 
 from jobs.contract import Job
 from jobs.producer import Producer
+from jobs.reports import batch_status
+from jobs.settings import Settings
 from worker.sandbox.embedded import Child
 
 ARQ_QUEUE = "bench:arq"
+TRANSPORTS = ("httpx", "aiohttp")
+DEFAULT_TRANSPORT = str(Settings.model_fields["http_transport"].default)
 INTAKE_MAX_JOBS = 64
 
 
@@ -72,19 +85,29 @@ async def sdk_call(ctx: dict[str, Any], i: int) -> None:
     )
 
 
-def run_arq_worker(url: str, poll_delay: float, api_url: str | None) -> None:
+def run_arq_worker(url: str, poll_delay: float, api_url: str | None, transport: str) -> None:
     from arq.connections import RedisSettings
     from arq.worker import Worker
 
     async def startup(ctx: dict[str, Any]) -> None:
-        from anthropic import AsyncAnthropic
+        from anthropic import AsyncAnthropic, DefaultAioHttpClient
 
-        ctx["client"] = AsyncAnthropic(api_key="sk-bench", base_url=api_url, max_retries=0)
+        ctx["client"] = AsyncAnthropic(
+            api_key="sk-bench",
+            base_url=api_url,
+            max_retries=0,
+            http_client=DefaultAioHttpClient() if transport == "aiohttp" else None,
+            open_telemetry=False,
+        )
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await ctx["client"].close()
 
     async def main() -> None:
         w = Worker(
             [sdk_call if api_url else noop],
             on_startup=startup if api_url else None,
+            on_shutdown=shutdown if api_url else None,
             queue_name=ARQ_QUEUE,
             redis_settings=RedisSettings.from_dsn(url),
             poll_delay=poll_delay,
@@ -133,7 +156,13 @@ async def arq_finished(redis: Redis, n: int) -> int:
 
 
 async def phase_arq(
-    procs: Procs, url: str, n: int, workers: int, poll: float, api_url: str | None = None
+    procs: Procs,
+    url: str,
+    n: int,
+    workers: int,
+    poll: float,
+    api_url: str | None = None,
+    transport: str = DEFAULT_TRANSPORT,
 ) -> dict[str, Any]:
     """Bare arq: a no-op function, or (``api_url``) just the SDK call each routeq job makes."""
     from arq.connections import RedisSettings, create_pool
@@ -145,25 +174,66 @@ async def phase_arq(
     enqueue_s = time.perf_counter() - t0
     await pool.aclose()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, __file__, "--_arq-worker", url, "--poll-delay", str(poll)]
+    argv = [
+        sys.executable,
+        __file__,
+        "--_arq-worker",
+        url,
+        "--poll-delay",
+        str(poll),
+        "--transport",
+        transport,
+    ]
     if api_url:
         argv += ["--api", api_url]
+    return await run_arq_workers(procs, url, n, workers, argv, env, enqueue_s)
 
+
+async def run_arq_workers(
+    procs: Procs,
+    url: str,
+    n: int,
+    workers: int,
+    argv: list[str],
+    env: dict[str, str],
+    enqueue_s: float,
+    timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Start ``workers`` arq worker processes (``argv``) on ``n`` queued jobs and measure them to the end."""
     redis = Redis.from_url(url)
     cmds0 = await command_counts(redis)
     kids = [procs.spawn(argv, env, f"arq-{i}") for i in range(workers)]
+    cpu = CpuSampler([k.proc.pid for k in kids])
+    cpu.start()
     samples: list[tuple[float, int]] = []
     t0 = time.monotonic()
     while True:
         done = await arq_finished(redis, n)
         now = time.monotonic() - t0
         samples.append((now, done))
-        if done >= n or now > 300:
+        if done >= n or now > timeout:
             break
         await asyncio.sleep(0.05)
-    cmds = per_job_commands(cmds0, await command_counts(redis), n)
+    cpu_total = await cpu.stop()
+    cmds1 = await command_counts(redis)
+    own = await poll_commands(redis, lambda: arq_finished(redis, n), len(samples))
+    cmds = per_job_commands(cmds0, cmds1, n, minus=own)
     await stop_phase(procs, kids, redis)
-    return {**rates(n, enqueue_s, samples), "finished": samples[-1][1], "redis_commands_per_job": cmds}
+    return {
+        **rates(n, enqueue_s, samples),
+        "finished": samples[-1][1],
+        **cpu_per_job(cpu, cpu_total, samples, n, t0),
+        "redis_commands_per_job": cmds,
+    }
+
+
+def cpu_per_job(
+    cpu: CpuSampler, total_s: float, samples: list[tuple[float, int]], n: int, t0: float
+) -> dict[str, float]:
+    return {
+        "worker_cpu_ms_per_job_steady": round(cpu.per_job_ms(samples, n, t0), 3),
+        "worker_cpu_ms_per_job_whole": round(1000.0 * total_s / max(1, n), 3),
+    }
 
 
 def rates(n: int, enqueue_s: float, samples: list[tuple[float, int]]) -> dict[str, float]:
@@ -223,7 +293,14 @@ async def phase_enqueue(url: str, n: int, reps: int) -> dict[str, Any]:
 
 
 async def phase_routeq(
-    procs: Procs, url: str, api_url: str, n: int, workers: int, poll: float
+    procs: Procs,
+    url: str,
+    api_url: str,
+    n: int,
+    workers: int,
+    poll: float,
+    transport: str,
+    **extra_env: str,
 ) -> dict[str, Any]:
     s = settings_for(url)
     redis = Redis.from_url(url)
@@ -233,11 +310,19 @@ async def phase_routeq(
     enqueue_s = time.perf_counter() - t0
     before = api_stats(api_url)
     cmds0 = await command_counts(redis)
-    env = worker_env(url, api_url, ROUTEQ_POLL_DELAY_S=str(poll))
+    env = worker_env(
+        url, api_url, ROUTEQ_POLL_DELAY_S=str(poll), ROUTEQ_HTTP_TRANSPORT=transport, **extra_env
+    )
     kids = procs.workers(workers, env)
+    cpu = CpuSampler([k.proc.pid for k in kids])
+    cpu.start()
     samples: list[tuple[float, int]] = []
+    t0 = time.monotonic()
     st = await wait_batch(redis, s, "ovh", res.enqueued, timeout=600, every=0.05, samples=samples)
-    cmds = per_job_commands(cmds0, await command_counts(redis), n)
+    cpu_total = await cpu.stop()
+    cmds1 = await command_counts(redis)
+    own = await poll_commands(redis, lambda: batch_status(redis, s.keys, "ovh"), len(samples))
+    cmds = per_job_commands(cmds0, cmds1, n, minus=own)
     stats = api_stats(api_url)
     requests = sum(m["requests"] for m in stats["models"].values()) - sum(
         m["requests"] for m in before["models"].values()
@@ -249,6 +334,7 @@ async def phase_routeq(
         "failed": st["failed"],
         "api_requests": requests,
         "api_max_in_flight": {k: v["max_in_flight"] for k, v in stats["models"].items()},
+        **cpu_per_job(cpu, cpu_total, samples, n, t0),
         "redis_commands_per_job": cmds,
     }
 
@@ -304,7 +390,7 @@ def top_costs(path: str, n: int = 15) -> dict[str, Any]:
 
 
 async def phase_profile(
-    procs: Procs, url: str, api_url: str, n: int, poll: float, keep: str | None
+    procs: Procs, url: str, api_url: str, n: int, poll: float, keep: str | None, transport: str
 ) -> dict[str, Any]:
     s = settings_for(url)
     redis = Redis.from_url(url)
@@ -318,7 +404,7 @@ async def phase_profile(
         os.unlink(out)
         procs.temp_file(out)
     # written by the child at exit; its presence means the profile is complete
-    env = worker_env(url, api_url, ROUTEQ_POLL_DELAY_S=str(poll))
+    env = worker_env(url, api_url, ROUTEQ_POLL_DELAY_S=str(poll), ROUTEQ_HTTP_TRANSPORT=transport)
     kid = procs.spawn([sys.executable, __file__, "--_profiled-worker", out], env, "profiled")
     st = await wait_batch(redis, s, "prof", res.enqueued, timeout=600, every=0.1)
     procs.stop_children([kid], timeout=60)
@@ -335,12 +421,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         api_url = procs.api("--latency-ms", "0")
         enq_only = await phase_enqueue(r.url, args.jobs, args.enqueue_reps)
         arq_res = await phase_arq(procs, r.url, args.jobs, args.workers, args.poll_delay)
-        arq_sdk = await phase_arq(procs, r.url, args.jobs, args.workers, args.poll_delay, api_url)
-        rq = await phase_routeq(procs, r.url, api_url, args.jobs, args.workers, args.poll_delay)
+        arq_sdk = await phase_arq(
+            procs, r.url, args.jobs, args.workers, args.poll_delay, api_url, args.transport
+        )
+        rq = await phase_routeq(
+            procs, r.url, api_url, args.jobs, args.workers, args.poll_delay, args.transport
+        )
         prof = None
         if args.profile_jobs:
             prof = await phase_profile(
-                procs, r.url, api_url, args.profile_jobs, args.poll_delay, args.profile_out
+                procs, r.url, api_url, args.profile_jobs, args.poll_delay, args.profile_out, args.transport
             )
     ratio = rq["jobs_per_s_steady"] / arq_res["jobs_per_s_steady"] if arq_res["jobs_per_s_steady"] else None
     sdk_ratio = (
@@ -352,6 +442,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "jobs": args.jobs,
         "workers": args.workers,
         "poll_delay_s": args.poll_delay,
+        "http_transport": args.transport,
         "arq_noop": arq_res,
         "arq_sdk_call": arq_sdk,
         "routeq": rq,
@@ -359,6 +450,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "throughput_target": 0.8,
         # routeq against arq doing only the model call: what routing, limits, caching and records cost
         "throughput_ratio_routeq_over_arq_sdk_call": round(sdk_ratio, 3) if sdk_ratio else None,
+        "throughput_target_over_arq_sdk_call": 0.8,
         "enqueue_speedup_bulk_over_arq_loop": round(enq, 1) if enq else None,
         "enqueue_only": enq_only,
         "enqueue_target": 10,
@@ -372,8 +464,9 @@ if __name__ == "__main__":
         p.add_argument("--_arq-worker", dest="url")
         p.add_argument("--poll-delay", type=float)
         p.add_argument("--api")
+        p.add_argument("--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT)
         a = p.parse_args()
-        run_arq_worker(a.url, a.poll_delay, a.api)
+        run_arq_worker(a.url, a.poll_delay, a.api, a.transport)
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--_profiled-worker":
         run_profiled_worker(sys.argv[2])
@@ -385,4 +478,10 @@ if __name__ == "__main__":
     ap.add_argument("--profile-jobs", type=int, default=1000)
     ap.add_argument("--enqueue-reps", type=int, default=3)
     ap.add_argument("--profile-out", help="keep the worker's pstats file here (default: a temp file)")
+    ap.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default=DEFAULT_TRANSPORT,
+        help=f"the SDK's HTTP transport for routeq and the SDK-call anchor (default {DEFAULT_TRANSPORT})",
+    )
     print(emit(asyncio.run(main(ap.parse_args()))))

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
     )
+    # The SDK's HTTP transport (ROUTEQ_HTTP_TRANSPORT). aiohttp spends less client CPU per call than
+    # httpx (bench/overhead.py --transport); both raise the same SDK exceptions for every fault
+    # (tests/test_transport_faults.py).
+    http_transport: Literal["httpx", "aiohttp"] = "aiohttp"
 
     # --- tiers, models, prices --------------------------------------------------------------------
     tier_models: dict[Tier, str] = Field(

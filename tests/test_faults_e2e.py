@@ -12,6 +12,9 @@ slow the others:
   by ``routeq dead`` and re-run to completion by ``routeq retry --dead``.
 * A 401 pauses the fleet instead of failing jobs: ``tests/test_ops_auth.py``.
 * opus: a small batch budget; jobs over the cap fail with a clear reason and spend stays under the cap.
+
+The workers use the default HTTP transport (aiohttp); ``tests/test_transport_faults.py`` shows every one of
+these faults classifies the same on httpx, and ``tests/test_ops_outage.py`` runs real workers on both.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """An API outage is the world's fault, not the job's: it dead-letters nothing and spends no attempts.
 
 Real worker processes and the stand-in; the stand-in is killed mid-batch and started again on its port.
+Both run on each HTTP transport (``ROUTEQ_HTTP_TRANSPORT``): refused and reset connections and timeouts
+must look the same to the fault policy on either.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from typing import get_args
 from urllib.parse import urlparse
 
 import httpx2
@@ -22,6 +25,7 @@ from tests.helpers import Fleet, wait_batch
 from worker.sandbox.embedded import Child, routeq_cmd, wait_port
 
 pytestmark = pytest.mark.integration
+TRANSPORTS = get_args(Settings.model_fields["http_transport"].annotation)
 
 ENV = {
     "ROUTEQ_LEARNED_ROUTER": "false",
@@ -48,10 +52,12 @@ async def results(redis: object, s: Settings, ids: list[str]) -> list[JobResult]
     return [JobResult.model_validate_json(r) for r in raws if r is not None]
 
 
-async def test_a_short_api_outage_dead_letters_nothing(redis_url: str) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_short_api_outage_dead_letters_nothing(redis_url: str, transport: str) -> None:
     s = Settings(redis_url=redis_url)
     redis = await connect(s)
-    with Fleet(redis_url, workers=2, api_args=("--latency-ms", "300"), **ENV) as fleet:
+    env = {**ENV, "ROUTEQ_HTTP_TRANSPORT": transport}
+    with Fleet(redis_url, workers=2, api_args=("--latency-ms", "300"), **env) as fleet:
         try:
             res = await Producer(redis, s).enqueue(haiku_jobs(40, "Outage"), batch="outage")
             deadline = time.monotonic() + 30
@@ -81,10 +87,11 @@ async def test_a_short_api_outage_dead_letters_nothing(redis_url: str) -> None:
             await redis.aclose()
 
 
-async def test_a_timed_out_call_records_its_real_latency(redis_url: str) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_timed_out_call_records_its_real_latency(redis_url: str, transport: str) -> None:
     s = Settings(redis_url=redis_url)
     redis = await connect(s)
-    with Fleet(redis_url, workers=1, **ENV) as fleet:
+    with Fleet(redis_url, workers=1, **ENV, ROUTEQ_HTTP_TRANSPORT=transport) as fleet:
         try:
             httpx2.post(f"{fleet.api_url}/_faults", json={"spec": "haiku:timeout=1"}, timeout=5)
             res = await Producer(redis, s).enqueue(haiku_jobs(1, "Slow"), batch="slow")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from anthropic import AsyncAnthropic
+from anthropic import AsyncAnthropic, DefaultAioHttpClient
 
 from jobs.results import Cost, Usage
 from jobs.settings import Settings
@@ -36,11 +36,19 @@ class CallResult:
 def make_client(settings: Settings) -> AsyncAnthropic:
     # A stand-in (ANTHROPIC_BASE_URL) may take any key; the SDK refuses to send a request with none.
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else "none"
+    # Both transports get the SDK's own defaults (connection limits, redirects); the timeout and
+    # retries-off below are per request, so they hold on either.
+    http_client = (
+        DefaultAioHttpClient(timeout=settings.call_timeout_s)
+        if settings.http_transport == "aiohttp"
+        else None
+    )
     return AsyncAnthropic(
         api_key=key,
         base_url=settings.anthropic_base_url,
         max_retries=0,
         timeout=settings.call_timeout_s,
+        http_client=http_client,
         # routeq makes its own GenAI CLIENT span (worker/observe/tracing.py); the SDK's would duplicate it.
         open_telemetry=False,
     )
