@@ -139,12 +139,17 @@ def test_text_documents_keep_their_wire_form_and_job_ids() -> None:
     body = {"task": "qa", "prompt": "p", "documents": [{"name": "a.txt", "text": "hello"}]}
     job = Job.model_validate(body)
     assert job.to_wire()["documents"] == [{"name": "a.txt", "text": "hello"}]
-    # The id is the hash of the job's content with the document exactly as it always was.
+    # The id is the hash of the job's full document (unset constraints included, though the wire form
+    # leaves them out); this is the id the same job had before documents and new constraints existed.
+    assert job.job_id == "j1cb2b44688e7529a2ac761732276312"
     dump = {
-        k: v for k, v in job.to_wire().items() if k not in ("id", "internal_id", "source", "trace_context")
+        k: v
+        for k, v in job.model_dump(mode="json", by_alias=True).items()
+        if k not in ("id", "internal_id", "source")
     }
     # when it is due is not what it is: mode and deadline stay out of the id
     dump["constraints"] = {k: v for k, v in dump["constraints"].items() if k not in ("mode", "deadline")}
+    dump.pop("trace_context", None)
     assert dump["documents"] == [{"name": "a.txt", "text": "hello"}]
     assert (
         job.job_id == "j" + hashlib.sha256(orjson.dumps(dump, option=orjson.OPT_SORT_KEYS)).hexdigest()[:31]

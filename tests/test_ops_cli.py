@@ -239,7 +239,14 @@ async def test_status_watch_shows_progress_until_the_batch_ends(redis_url: str) 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(2.0)
+    # Wait for the first progress line rather than a fixed time: a loaded machine can take seconds
+    # to start the CLI.
+    assert proc.stderr is not None
+    first = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+    while not first.startswith("w1 ["):
+        assert first, "--watch ended before printing progress"
+        first = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+    await asyncio.sleep(0.5)
     assert proc.returncode is None, "--watch returned while jobs were pending"
     s = Settings(redis_url=redis_url)
     redis = await connect(s)
@@ -256,6 +263,6 @@ async def test_status_watch_shows_progress_until_the_batch_ends(redis_url: str) 
         await redis.aclose()
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err
-    bars = [ln for ln in err.decode().splitlines() if ln.startswith("w1 [")]
+    bars = [first.rstrip("\n")] + [ln for ln in err.decode().splitlines() if ln.startswith("w1 [")]
     assert bars[0].split("]")[1].split()[0] == "5/20" and bars[-1].split("]")[1].split()[0] == "20/20", bars
     assert "done=20" in out.decode() and "pending=0" in out.decode()
