@@ -61,7 +61,7 @@ async def test_a_short_api_outage_dead_letters_nothing(redis_url: str, transport
         try:
             res = await Producer(redis, s).enqueue(haiku_jobs(40, "Outage"), batch="outage")
             deadline = time.monotonic() + 30
-            while (await redis.hgetall(s.keys.batch_agg("outage"))).get(b"done", b"0") < b"4":
+            while int((await redis.hgetall(s.keys.batch_agg("outage"))).get(b"done", b"0")) < 4:
                 assert time.monotonic() < deadline, "the batch never started"
                 await asyncio.sleep(0.05)
             port = urlparse(fleet.api_url).port
