@@ -35,7 +35,16 @@ async def test_a_401_pauses_intake_and_is_logged_once(redis_url: str, tmp_path: 
     try:
         jobs = [Job.model_validate({"task": "other", "prompt": f"Key test {i}."}) for i in range(12)]
         await Producer(redis, s).enqueue(jobs, batch="auth")
-        await asyncio.sleep(4.0)  # several pauses: before the fix every job was dead by now
+        # Wait until the worker has met the 401 (start-up can take seconds on a loaded machine), then
+        # for several pauses: before the fix every job was dead by then.
+        log_path = tmp_path / "worker-0.log"
+        for _ in range(300):
+            if log_path.exists() and "the API rejected the key" in log_path.read_text():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the worker never met the rejected key")
+        await asyncio.sleep(3.0)
         agg = await redis.hgetall(s.keys.batch_agg("auth"))
         assert agg.get(b"failed") is None and await redis.hlen(s.keys.batch_dead("auth")) == 0, agg
         # the operator fixes the key (here: the API starts accepting it); the paused jobs complete
