@@ -65,10 +65,10 @@ async def test_labels_from_replayed_shadow_traffic_move_the_threshold(
         cal = json.loads(out)["calibrations"][0]
         assert cal["fallback"] is False and cal["threshold"] is not None
         # ~40% of the cheap answers disagree: the shipped thresholds' kept quality is below the target,
-        # so the labels must make the cascade escalate more to reach it
+        # so the labels must make the cascade escalate more to reach it (measured on the same jobs
+        # below; the held-out share alone is ~20 jobs, too few to compare with the whole run)
         before = [JobResult.model_validate_json(await redis.get(s.keys.result(j))) for j in before_ids]
         left_before = sum(r.tier != Tier.haiku for r in before) / N
-        assert cal["holdout_escalated"] > left_before
 
         await asyncio.sleep(calibration.REFRESH_S + 1.0)  # the running workers re-read the calibration
         again = cascade_jobs(rows, "b", range(N))
