@@ -126,6 +126,8 @@ async def test_fault_paths_end_to_end(redis_url: str, monkeypatch: pytest.Monkey
             # --- opus: a batch budget of $0.1; each job reserves up to ~$0.026 ------------------
             rc, _, err = await asyncio.to_thread(run_cli, "budget", "set", "--batch", "fbud", "--usd", "0.1")
             assert rc == 0, err
+            # workers learn which budgets carry a cap at most once a second (a new cap binds within ~1 s)
+            await asyncio.sleep(1.2)
             bud_jobs = [job(f"Budget item {i}: write a short paragraph.", tier="opus") for i in range(12)]
             bud = await prod.enqueue(bud_jobs, batch="fbud")
             # --- sonnet: markers ----------------------------------------------------------------
