@@ -11,11 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.contract import Document, PdfMode, TaskType
-from jobs.documents.docx import docx_to_text
-from jobs.documents.html import html_to_text
 from jobs.documents.limits import DocumentError, pdf_native_tokens, text_tokens
 from jobs.documents.mode import PdfFacts, choose_pdf_mode
-from jobs.documents.pdf import read_pdf
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
@@ -52,14 +49,22 @@ def load_bytes(
     mode: PdfMode = "auto",
 ) -> Document:
     """The document for ``data`` read as a file of type ``suffix`` (``.pdf``, ``.html``, ...)."""
+    # The format readers are imported on first use: together they are ~30 MB of a worker's memory, and
+    # workers (which import this module for job intake) never read a file.
     suffix = suffix.lower()
     if suffix in TEXT_SUFFIXES:
         return _as_text(_decode(data), name, source)
     if suffix in HTML_SUFFIXES:
+        from jobs.documents.html import html_to_text
+
         return _as_text(html_to_text(data), name, source)
     if suffix in DOCX_SUFFIXES:
+        from jobs.documents.docx import docx_to_text
+
         return _as_text(docx_to_text(data), name, source)
     if suffix in PDF_SUFFIXES:
+        from jobs.documents.pdf import read_pdf
+
         pdf = read_pdf(data)
         facts = PdfFacts(pdf.pages, pdf.text_pages, pdf.image_pages, sum(len(t) for t in pdf.page_texts))
         choice = choose_pdf_mode(mode, facts, task)

@@ -7,12 +7,13 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker import eventloop
-from worker.sandbox.mock_api.config import MockConfig, load_config_file
 from worker.sandbox.mock_api.faults import DEFAULT_SLOW_MS, FaultPlan
-from worker.sandbox.mock_api.replay import load_replay
-from worker.sandbox.mock_api.server import start_server
+
+if TYPE_CHECKING:
+    from worker.sandbox.mock_api.config import MockConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
+    # The server side is imported here, not with add_arguments: every routeq command builds this parser.
+    from worker.sandbox.mock_api.config import MockConfig, load_config_file
+    from worker.sandbox.mock_api.replay import load_replay
+
     cfg = load_config_file(args.config) if args.config else MockConfig()
     if args.latency_ms is not None:
         cfg.latency_ms = args.latency_ms
@@ -63,6 +68,8 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
 
 
 async def _serve(args: argparse.Namespace) -> None:
+    from worker.sandbox.mock_api.server import start_server
+
     server = await start_server(config_from_args(args), args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
