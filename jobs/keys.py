@@ -39,13 +39,11 @@ class Keys:
         """JSON of the job's final outcome (result or failure)."""
         return f"{self.prefix}:result:{job_id}"
 
-    def attempts(self, job_id: str) -> str:
-        """List of JSON attempt records, appended as each model call ends (paid calls survive a crash)."""
-        return f"{self.prefix}:attempts:{job_id}"
-
-    def paid(self, job_id: str) -> str:
-        """Hash attempt-no -> response JSON of calls already paid for, so a re-run does not call again."""
-        return f"{self.prefix}:paid:{job_id}"
+    def calls(self, job_id: str) -> str:
+        """Hash of the job's model calls, written as each ends: ``"<n>"`` -> attempt record JSON, and
+        ``"p<n>"`` -> the response of a paid call, so a re-run after a crash reuses it instead of paying
+        again. One key, so a call's save is one script step and a run's load one HGETALL."""
+        return f"{self.prefix}:calls:{job_id}"
 
     # --- per batch ----------------------------------------------------------------------------
     def batch_meta(self, batch: str) -> str:
@@ -102,12 +100,9 @@ class Keys:
         return f"{self.prefix}:limits:{tier}:leases"
 
     def line(self, tier: Tier | str) -> str:
-        """Sorted set lease-id -> first-seen ms: jobs waiting for a slot of the tier, fleet-wide, in order."""
+        """Sorted set "<lease id>|<itpm>|<otpm>" -> joined ms: jobs waiting for a slot of the tier,
+        fleet-wide, in order, each with what it asks of the token buckets."""
         return f"{self.prefix}:limits:{tier}:line"
-
-    def line_info(self, tier: Tier | str) -> str:
-        """Hash lease-id -> "deadline ms|itpm|otpm": what each waiter in the line asks for, and until when."""
-        return f"{self.prefix}:limits:{tier}:line:info"
 
     def bucket(self, tier: Tier | str, kind: str) -> str:
         """Hash {tokens, ts} of a token bucket: kind is rpm, itpm or otpm."""

@@ -168,7 +168,7 @@ async def test_crash_during_ingestion_records_each_result_once(
     assert await rt.redis.hgetall(rt.keys.batch_agg("rb")) == agg
     for i in items:
         assert await rt.redis.get(rt.keys.result(i.job_id)) == before[i.custom_id]
-        assert await rt.redis.llen(rt.keys.attempts(i.job_id)) == 1
+        assert len((await rt.store.load_attempts(i.job_id))[0]) == 1
     assert not await rt.redis.hlen(rt.keys.batch_items)
     assert orjson.loads(before[items[0].custom_id])["cost"]["input_pusd"] > 0
     assert (await stats(srv))["duplicate_requests"] == 0

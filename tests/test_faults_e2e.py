@@ -35,6 +35,7 @@ from jobs.results import Attempt, JobResult
 from jobs.settings import Settings
 from tests.helpers import Fleet, api_stats, run_cli, wait_batch
 from tests.test_chaos import wait_workers
+from worker.fleet.store import parse_calls
 
 pytestmark = pytest.mark.integration
 
@@ -96,9 +97,9 @@ async def wait_result(redis: Any, s: Settings, job_id: str, timeout: float = 30.
 async def wait_attempts(redis: Any, s: Settings, job_id: str, n: int, timeout: float = 20.0) -> list[Attempt]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        raws = await redis.lrange(s.keys.attempts(job_id), 0, -1)
-        if len(raws) >= n:
-            return [Attempt.model_validate_json(a) for a in raws]
+        attempts, _ = parse_calls(await redis.hgetall(s.keys.calls(job_id)))
+        if len(attempts) >= n:
+            return attempts
         await asyncio.sleep(0.02)
     raise TimeoutError(f"{job_id}: fewer than {n} attempts")
 
@@ -160,7 +161,7 @@ async def test_fault_paths_end_to_end(redis_url: str, monkeypatch: pytest.Monkey
                 if kind == "429":  # retry-after: 1 is honoured between the attempts
                     assert r.attempts[1].started_at - r.attempts[0].started_at >= 0.9
                 # the trace in the result is the stored attempt list, and it is all billed once
-                assert len(r.attempts) == len(await redis.lrange(s.keys.attempts(jid), 0, -1))
+                assert len(r.attempts) == len(parse_calls(await redis.hgetall(s.keys.calls(jid)))[0])
                 assert api_stats(fleet.api_url)["jobs"].get(jid) == 1
 
             # --- haiku: a dead letter, `routeq dead`, `routeq retry --dead` ---------------------

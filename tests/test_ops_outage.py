@@ -96,7 +96,7 @@ async def test_a_timed_out_call_records_its_real_latency(redis_url: str, transpo
             httpx2.post(f"{fleet.api_url}/_faults", json={"spec": "haiku:timeout=1"}, timeout=5)
             res = await Producer(redis, s).enqueue(haiku_jobs(1, "Slow"), batch="slow")
             deadline = time.monotonic() + 20
-            while not await redis.llen(s.keys.attempts(res.job_ids[0])):
+            while not await redis.exists(s.keys.calls(res.job_ids[0])):
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
             httpx2.post(f"{fleet.api_url}/_faults", json={"spec": ""}, timeout=5)

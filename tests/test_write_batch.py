@@ -55,3 +55,20 @@ async def test_an_attempt_re_sent_after_a_lost_reply_is_saved_once(redis: Redis,
     await batch.execute()
     attempts, _ = await store.load_attempts("job1")
     assert [a.n for a in attempts] == [1, 2]
+
+
+async def test_a_jobs_calls_are_one_key_in_attempt_order_with_their_paid_answers(
+    redis: Redis, redis_url: str
+) -> None:
+    store = Store(redis, Settings(_env_file=None, redis_url=redis_url))  # type: ignore[call-arg]
+    batch = WriteBatch(redis)
+    for n in range(1, 12):  # past 9, so the order is numeric, not that of the field names
+        answer = {"text": f"a{n}"} if n % 2 else None
+        store.save_attempt_into(batch, "job2", Attempt(n=n, tier=Tier.haiku, model="m", status="ok"), answer)
+    await batch.execute()
+    attempts, paid = await store.load_attempts("job2")
+    assert [a.n for a in attempts] == list(range(1, 12))
+    assert paid == {n: {"text": f"a{n}"} for n in range(1, 12, 2)}
+    calls = store.keys.calls("job2")
+    assert [k async for k in redis.scan_iter(match="*job2*")] == [calls.encode()]
+    assert 0 < await redis.ttl(calls) <= store.settings.job_expiry_s + store.settings.result_ttl_s

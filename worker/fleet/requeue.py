@@ -61,7 +61,7 @@ async def _requeue(
     if old is not None and not await store.unrecord(old):
         return 0
     # A fresh attempt budget: the attempts made so far stay in the trace but are not counted again.
-    made = int(await aw(redis.llen(keys.attempts(job_id))))
+    made = len((await store.load_attempts(job_id))[0])
     async with redis.pipeline(transaction=True) as p:
         queue_arq_job(
             p,

@@ -1,6 +1,6 @@
 """Results, attempts and aggregates in Redis, written so that at-least-once delivery bills once.
 
-- Each model call's attempt record is appended as soon as the call ends; a paid answer is saved beside
+- Each model call's attempt record is saved (``Keys.calls``) as soon as the call ends; a paid answer beside
   it, so a re-run after a crash reuses the answer instead of paying for it again.
 - The final outcome is recorded by one Lua call gated on the batch's done set: aggregates move once
   (in a worker, with the process's next aggregates flush: ``worker/fleet/aggregates.py``).
@@ -44,6 +44,19 @@ async def persist(op: str, coro_factory: Any) -> Any:
             delay = min(delay * 2, 5.0)
 
 
+def parse_calls(raw: dict[bytes, bytes]) -> tuple[list[Attempt], dict[int, dict[str, Any]]]:
+    """A job's calls hash (``Keys.calls``) as its attempts in order and its paid answers by attempt no."""
+    attempts: dict[int, Attempt] = {}
+    paid: dict[int, dict[str, Any]] = {}
+    for field, value in raw.items():
+        name = field.decode()
+        if name.startswith("p"):
+            paid[int(name[1:])] = orjson.loads(value)
+        else:
+            attempts[int(name)] = Attempt.model_validate_json(value)
+    return [attempts[n] for n in sorted(attempts)], paid
+
+
 class Store:
     def __init__(self, redis: Redis, settings: Settings, pending: PendingAggregates | None = None) -> None:
         """With ``pending``, recorded jobs reach their aggregates with its next flush; without, at once."""
@@ -62,23 +75,14 @@ class Store:
         """Done-check and ``load_attempts`` in one round trip: (done, attempts, paid answers)."""
         async with self.redis.pipeline(transaction=False) as p:
             p.sismember(self.keys.batch_done(job.tags.batch or ""), job.job_id)
-            p.lrange(self.keys.attempts(job.job_id), 0, -1)
-            p.hgetall(self.keys.paid(job.job_id))
-            done, raw_attempts, raw_paid = await p.execute()
+            p.hgetall(self.keys.calls(job.job_id))
+            done, raw_calls = await p.execute()
         if done:
             return True, [], {}
-        attempts = [Attempt.model_validate_json(a) for a in raw_attempts]
-        paid = {int(k): orjson.loads(v) for k, v in raw_paid.items()}
-        return False, attempts, paid
+        return False, *parse_calls(raw_calls)
 
     async def load_attempts(self, job_id: str) -> tuple[list[Attempt], dict[int, dict[str, Any]]]:
-        async with self.redis.pipeline(transaction=False) as p:
-            p.lrange(self.keys.attempts(job_id), 0, -1)
-            p.hgetall(self.keys.paid(job_id))
-            raw_attempts, raw_paid = await p.execute()
-        attempts = [Attempt.model_validate_json(a) for a in raw_attempts]
-        paid = {int(k): orjson.loads(v) for k, v in raw_paid.items()}
-        return attempts, paid
+        return parse_calls(await self.redis.hgetall(self.keys.calls(job_id)))  # type: ignore[misc]
 
     def save_attempt_into(
         self,
@@ -93,7 +97,7 @@ class Store:
         ``spend``: the call's spend on budgets without a cap (``Budgets.spend_entry``), counted with the
         attempt's write (needs ``pending``)."""
         ttl = self.settings.job_expiry_s + self.settings.result_ttl_s
-        keys = [self.keys.attempts(job_id), self.keys.paid(job_id)]
+        keys = [self.keys.calls(job_id)]
         args: list[Any] = [
             attempt.n,
             attempt.model_dump_json(),

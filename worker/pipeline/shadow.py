@@ -82,7 +82,7 @@ async def maybe_shadow(
 
 
 async def _paid_text(rt: Runtime, job: Job, n: int) -> str | None:
-    raw = await aw(rt.redis.hget(rt.keys.paid(job.job_id), str(n)))
+    raw = await aw(rt.redis.hget(rt.keys.calls(job.job_id), f"p{n}"))
     if raw is None:
         return None
     text = orjson.loads(raw).get("text")
