@@ -33,6 +33,7 @@ from jobs.tiers import TIER_ORDER
 from tests.conftest import RedisProc
 from tests.helpers import Fleet, api_stats
 from worker.fleet.recovery import Recovery
+from worker.fleet.store import parse_calls
 from worker.sandbox.embedded import Child
 
 pytestmark = pytest.mark.integration
@@ -75,8 +76,7 @@ async def test_reaper_spares_a_slow_owner_and_reaps_a_dead_one(redis_url: str) -
         await redis.sadd(rk.recovery_running("hostA:1:aaaa"), "j1", "j2")
         await redis.zadd(s.keys.leases("haiku"), {"hostA:1:0123": 1e15, "hostB:2:4567": 1e15})
         # A and B each have a job waiting in the opus line; A's would be handed slots it cannot use.
-        await redis.zadd(s.keys.line("opus"), {"hostA:1:9999": 1, "hostB:2:8888": 2})
-        await redis.hset(s.keys.line_info("opus"), mapping={"hostA:1:9999": "1|0|0", "hostB:2:8888": "1|0|0"})
+        await redis.zadd(s.keys.line("opus"), {"hostA:1:9999|0|0": 1, "hostB:2:8888|0|0": 2})
         # A's event loop stalls for 2.5 heartbeat TTLs: its heartbeat thread keeps it alive.
         time.sleep(2.5)
         for _ in range(6):
@@ -95,8 +95,7 @@ async def test_reaper_spares_a_slow_owner_and_reaps_a_dead_one(redis_url: str) -
         assert await redis.get("arq:in-progress:j1") is None
         assert await redis.get("arq:in-progress:j2") == b"hostC:3:cccc"  # not A's claim: untouched
         assert await redis.zrange(s.keys.leases("haiku"), 0, -1) == [b"hostB:2:4567"]
-        assert await redis.zrange(s.keys.line("opus"), 0, -1) == [b"hostB:2:8888"]
-        assert await redis.hkeys(s.keys.line_info("opus")) == [b"hostB:2:8888"]
+        assert await redis.zrange(s.keys.line("opus"), 0, -1) == [b"hostB:2:8888|0|0"]
         assert not await redis.sismember(rk.recovery_owners, "hostA:1:aaaa")
         assert await redis.sismember(rk.recovery_owners, "hostB:2:bbbb")
     finally:
@@ -231,8 +230,7 @@ async def audit(
     billed_twice, invented, in_flight_losses = [], [], 0
     recorded_attempts: dict[str, list[Attempt]] = {}
     for j in ids:
-        raws = await redis.lrange(s.keys.attempts(j), 0, -1)
-        atts = [Attempt.model_validate_json(a) for a in raws]
+        atts, _ = parse_calls(await redis.hgetall(s.keys.calls(j)))
         recorded_attempts[j] = atts
         paid = sum(1 for a in atts if a.status != "error")
         extra = served.get(j, 0) - paid

@@ -216,8 +216,11 @@ async def test_lost_lease_is_noticed(gates: GateFactory, redis: Redis) -> None:
 
 async def test_release_exactly_once(gates: GateFactory, redis: Redis) -> None:
     gate = await gates(make_settings(concurrency=1, otpm=1000))
+    other = await gates(make_settings(concurrency=1, otpm=1000))  # another process: its grant is published
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(KEYS.limits_channel, KEYS.grants_channel(gate.owner))
+    await pubsub.subscribe(
+        KEYS.limits_channel, KEYS.grants_channel(gate.owner), KEYS.grants_channel(other.owner)
+    )
 
     async def events() -> list[bytes]:
         msgs = []
@@ -229,7 +232,7 @@ async def test_release_exactly_once(gates: GateFactory, redis: Redis) -> None:
         return msgs
 
     async with await gate.admit(T, 0, 100) as adm:
-        waiter = asyncio.create_task(gate.admit(T, 0, 10))
+        waiter = asyncio.create_task(other.admit(T, 0, 10))
         while not await redis.zcard(KEYS.line(T)):
             await asyncio.sleep(0.01)
         await adm.release(0, 40)  # refunds 60; the slot goes to the waiter
@@ -452,21 +455,79 @@ async def test_line_serves_waiters_of_every_process_in_arrival_order(
     assert await redis.zcard(KEYS.line(T)) == 0 and await redis.zcard(KEYS.leases(T)) == 0
 
 
-async def test_a_newcomer_waits_behind_the_line_until_its_waiters_expire(
+async def test_a_line_place_carries_what_its_waiter_asks_and_a_release_grants_it(
     gates: GateFactory, redis: Redis
 ) -> None:
-    gate = await gates(make_settings(concurrency=4))
-    # a waiter of a process that died: it stays in line only until its deadline passes
-    t = await redis.time()
-    now_ms = int(t[0]) * 1000 + int(t[1]) // 1000
-    await redis.zadd(KEYS.line(T), {"dead:1": now_ms})
-    await redis.hset(KEYS.line_info(T), "dead:1", f"{now_ms + 400}|1|1")  # type: ignore[misc]
-    refused = await gate.try_admit(T, 1, 1)
-    assert isinstance(refused, Refusal) and refused.reason == "queued"
-    await asyncio.sleep(0.5)
-    adm = await admitted(await gate.try_admit(T, 1, 1))
-    assert await redis.zcard(KEYS.line(T)) == 0  # dropped on the way
+    gate, other = await gates(make_settings(concurrency=1)), await gates(make_settings(concurrency=1))
+    held = await admitted(await gate.try_admit(T, 1, 1))
+    waiter = asyncio.create_task(other.admit(T, 2, 3, timeout_s=5))
+    while not await redis.zcard(KEYS.line(T)):
+        await asyncio.sleep(0.005)
+    # the place says who waits and what it asks of the buckets: a grant needs no other read
+    assert await redis.zrange(KEYS.line(T), 0, -1) == [f"{next(iter(other._waiting))}|2|3".encode()]
+    await held.release(1, 1)
+    adm = await asyncio.wait_for(waiter, 5)
+    assert await redis.zcard(KEYS.line(T)) == 0
+    await adm.release(2, 3)
+
+
+async def test_a_line_place_not_of_the_member_form_is_dropped_at_the_head(
+    gates: GateFactory, redis: Redis
+) -> None:
+    settings = make_settings(concurrency=1)
+    a, b = await gates(settings), await gates(settings)
+    held = await admitted(await a.try_admit(T, 1, 1))
+    await redis.zadd(KEYS.line(T), {"old-version:1": 0})  # before the waiter below: at the head
+    waiter = asyncio.create_task(b.admit(T, 1, 1, timeout_s=5))
+    while await redis.zcard(KEYS.line(T)) < 2:
+        await asyncio.sleep(0.005)
+    await held.release(1, 1)
+    adm = await asyncio.wait_for(waiter, 5)
+    assert adm.wait_ms < 1000  # handed the slot by the release, not found by a later poll
+    assert await redis.zcard(KEYS.line(T)) == 0
     await adm.release(1, 1)
+
+
+async def test_a_slot_granted_to_a_waiter_its_process_no_longer_has_is_handed_on_at_once(
+    gates: GateFactory, redis: Redis
+) -> None:
+    settings = make_settings(concurrency=1)
+    a, b, c = await gates(settings), await gates(settings), await gates(settings)
+    held = await admitted(await a.try_admit(T, 1, 1))
+    # b's waiter gave up and its withdrawal was lost: its place is still in the line, ahead of c's
+    await redis.zadd(KEYS.line(T), {f"{b.owner}:gone|1|1": 0})
+    waiter = asyncio.create_task(c.admit(T, 1, 1, timeout_s=5))
+    while await redis.zcard(KEYS.line(T)) < 2:
+        await asyncio.sleep(0.005)
+    await held.release(1, 1)  # granted to the place b no longer has: b hands it on to c
+    adm = await asyncio.wait_for(waiter, 5)
+    assert adm.wait_ms < 1000
+    assert await redis.zrange(KEYS.leases(T), 0, -1) == [adm.lease_id.encode()]
+    await adm.release(1, 1)
+
+
+async def test_a_grant_to_the_releasing_process_is_not_published(gates: GateFactory, redis: Redis) -> None:
+    settings = make_settings(concurrency=1)
+    a, b = await gates(settings), await gates(settings)
+    held = await admitted(await a.try_admit(T, 1, 1))
+    own = asyncio.create_task(a.admit(T, 1, 1, timeout_s=5))
+    while not await redis.zcard(KEYS.line(T)):
+        await asyncio.sleep(0.005)
+    before = await publishes(redis)
+    await held.release(1, 1)  # the head is a's own waiter: woken from the reply
+    mine = await asyncio.wait_for(own, 5)
+    assert await publishes(redis) == before
+    theirs = asyncio.create_task(b.admit(T, 1, 1, timeout_s=5))
+    while not await redis.zcard(KEYS.line(T)):
+        await asyncio.sleep(0.005)
+    await mine.release(1, 1)  # b's waiter: told on b's channel
+    await (await asyncio.wait_for(theirs, 5)).release(1, 1)
+    assert await publishes(redis) == before + 1
+
+
+async def publishes(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
 
 
 async def test_a_waiter_that_gives_up_leaves_the_line_and_strands_no_slot(
@@ -560,3 +621,14 @@ async def test_an_answer_ends_the_outage_streak(gates: GateFactory, redis: Redis
     await batch.execute()
     left, streak = await gate.outage(T, "timeout", steps, 60.0)
     assert streak == 1 and left <= 0.05  # back to the first, short step, not the third
+
+
+async def test_a_newcomer_is_refused_while_anyone_waits_even_with_a_slot_free(
+    gates: GateFactory, redis: Redis
+) -> None:
+    gate = await gates(make_settings(concurrency=2))
+    await redis.zadd(KEYS.line(T), {"w9:1|1|1": 0})  # someone waits (a release is about to serve it)
+    refused = await gate.try_admit(T, 1, 1)
+    assert isinstance(refused, Refusal) and refused.reason == "queued"
+    await redis.delete(KEYS.line(T))
+    await (await admitted(await gate.try_admit(T, 1, 1))).release(1, 1)

@@ -197,8 +197,8 @@ class Recovery:
             self._missing_since.pop(gone, None)
         return done
 
-    def _tier_keys(self, tier: Tier) -> tuple[str, str, str]:
-        return self.keys.leases(tier), self.keys.line(tier), self.keys.line_info(tier)
+    def _tier_keys(self, tier: Tier) -> tuple[str, str]:
+        return self.keys.leases(tier), self.keys.line(tier)
 
     async def reap(self, owner: str) -> tuple[str, int, int] | None:
         lease_prefix = lease_id_prefix(owner_of_token(owner)) if ":" in owner else ""

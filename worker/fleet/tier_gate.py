@@ -14,17 +14,19 @@ clock), so skewed or crashed workers cannot break a limit:
 * **Runtime limits** (``Keys.limits_config``, fields ``"<tier>:<kind>"``) overlay ``Settings.limits``;
   the scripts read them on every call, so a change applies to the very next admission.
 
-**The line** (``Keys.line(tier)``, ``Keys.line_info(tier)``): a job that must wait joins one fleet-wide
-first-come-first-served line. A release hands the freed slot straight to the first live waiter in the same
-script (cooldown and buckets checked for it) and publishes ``grant:<tier>:<lease id>`` on the waiter's
-process's own ``Keys.grants_channel``; that process starts the call without asking again. So a saturated tier
-costs one script per job to join the line and one to release, instead of every waiting process retrying
-on every release (the fleet's main CPU cost before), and no process's waiters can starve another's.
-Newcomers (the intake's try-once) are refused while anyone waits. Waiters still re-try, every
-``line_poll_s`` when waiting for a slot and every ``max_poll_s`` when waiting for a token bucket to
-refill (no event says so): that refreshes their place (a waiter that stops, e.g. its process died,
-drops out within ``LINE_KEEP_MS``), picks up a grant whose event was lost, and takes slots freed by
-expiry or the reaper.
+**The line** (``Keys.line(tier)``): a job that must wait joins one fleet-wide first-come-first-served
+line; its place (one zset member) carries what it asks of the buckets. A release hands the freed slot
+straight to the first waiter in the same script (cooldown and buckets checked for it) and publishes
+``grant:<tier>:<lease id>`` on the waiter's process's own ``Keys.grants_channel`` (the releasing process's
+own waiters learn it from the script's reply); that process starts the call without asking again. So a
+saturated tier costs one script per job to join the line and one to release, instead of every waiting
+process retrying on every release (the fleet's main CPU cost before), and no process's waiters can starve
+another's. Newcomers (the intake's try-once) are refused while anyone waits. A place is held like a
+lease: a dead process's places go with its leases when the reaper takes it out (seconds), and a slot
+granted to a waiter its process no longer has (it gave up and its withdrawal failed) is handed on at once.
+Waiters still re-try, every ``line_poll_s`` when waiting for a slot and every ``max_poll_s`` when waiting
+for a token bucket to refill (no event says so): that picks up a grant whose event was lost, re-joins a
+line Redis lost, and takes slots freed by expiry or the reaper.
 Limit changes are published too and wake every waiter.
 
 Usage by the pipeline::
@@ -65,16 +67,16 @@ from worker.fleet.limit_config import RATE_KINDS, _arg
 from worker.fleet.redis_scripts import Scripts, WriteBatch
 
 log = logging.getLogger(__name__)
-# How long a waiter keeps its place in the line without trying again (at least 3 of its polls). Waiters
-# are handed their slot by a release, so their polls are only a safety net: 84 waiters polling every
-# 0.5 s were ~1.4 scripts per job in bench/limits. A cooldown's end is known exactly and publishes
-# nothing, so waiters sleep until then (in steps of at most line_poll_s).
-LINE_KEEP_MS = 5000
 
 
 def new_lease_id(owner: str) -> str:
     """A lease (and line place) id of this process: ``<owner>:<nonce>``."""
     return f"{owner}:{uuid.uuid4().hex[:16]}"
+
+
+def line_member(lease_id: str, est_in: int, est_out: int) -> str:
+    """A waiter's place in the line (``limits_lib.lua``'s ``line_member``)."""
+    return f"{lease_id}|{est_in}|{est_out}"
 
 
 def lease_id_prefix(owner: str) -> str:
@@ -119,14 +121,17 @@ class TierGate:
         self.lease_ttl_s = lease_ttl_s if lease_ttl_s is not None else settings.lease_ttl_s
         self.max_poll_s = max_poll_s
         # Waiting for a slot (concurrency, or others ahead): a release hands it over, so poll slowly.
+        # Waiters are handed their slot by a release, so their polls are only a safety net: 84 waiters
+        # polling every 0.5 s were ~1.4 scripts per job in bench/limits. A cooldown's end is known exactly
+        # and publishes nothing, so waiters sleep until then (in steps of at most line_poll_s).
         self.line_poll_s = max(line_poll_s, max_poll_s)
-        self._keep_ms = max(LINE_KEEP_MS, math.ceil(3000 * self.line_poll_s))
         self._scripts = Scripts(redis, lib="limits_lib")
         # This process's waiters in the line, by lease id (the id the slot is granted under).
         self._waiting: dict[str, _Waiter] = {}
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._held: set[Admission] = set()
+        self._handing_back: set[asyncio.Task[None]] = set()
         self._in_outage: set[Tier] = set()  # tiers whose outage streak this process advanced
 
     @property
@@ -181,16 +186,31 @@ class TierGate:
             event, _, rest = as_text(msg["data"]).partition(":")
             tier, _, lease_id = rest.partition(":")
             if event == "grant":
-                self._granted(lease_id)
+                self._granted(tier, lease_id)
             elif tier in Tier.__members__:
                 self._wake(Tier(tier))  # a limit change, or a slot freed that no waiter could take
             else:
                 self._wake(None)
 
-    def _granted(self, lease_id: str) -> None:
+    def _granted(self, tier: str, lease_id: str) -> None:
         w = self._waiting.get(lease_id)
-        if w is not None and not w.wake.done():
-            w.wake.set_result("grant")
+        if w is not None:
+            if not w.wake.done():
+                w.wake.set_result("grant")
+        elif tier in Tier.__members__ and not any(a.lease_id == lease_id for a in self._held):
+            # Granted to a waiter this process no longer has (it gave up and its withdrawal failed): the
+            # slot goes on to the next in line rather than waiting for the lease to expire.
+            task = asyncio.create_task(self._hand_back(Tier(tier), lease_id), name="routeq-hand-back")
+            self._handing_back.add(task)
+            task.add_done_callback(self._handing_back.discard)
+
+    async def _hand_back(self, tier: Tier, lease_id: str) -> None:
+        batch = WriteBatch(self.redis)
+        self._queue_release(batch, tier, lease_id, (0, 0, 0), False)
+        try:
+            await batch.execute()
+        except RedisError as e:  # the lease expires after its TTL instead
+            log.warning("cannot hand back lease %s granted to a waiter that left: %s", lease_id, e)
 
     def _wake(self, tier: Tier | None) -> None:
         for w in self._waiting.values():
@@ -210,11 +230,11 @@ class TierGate:
         if self.waiting(tier):
             return Refusal(tier, "queued", self.max_poll_s, 0, self.settings.tier_limits(tier).concurrency)
         lease_id = new_lease_id(self.owner)
-        got, _ = await self._acquire(tier, lease_id, est_input_tokens, est_output_tokens, keep_ms=0)
+        got, _ = await self._acquire(tier, lease_id, est_input_tokens, est_output_tokens, in_line=False)
         return got
 
     async def _acquire(
-        self, tier: Tier, lease_id: str, est_in: int, est_out: int, keep_ms: int, join_below: int = 0
+        self, tier: Tier, lease_id: str, est_in: int, est_out: int, in_line: bool, join_below: int = 0
     ) -> tuple[Admission | Refusal, bool]:
         """One admission script; also True when a newcomer (``join_below`` > 0) joined the line."""
         lim = self.settings.tier_limits(tier)
@@ -222,12 +242,11 @@ class TierGate:
         est_in, est_out = max(0, est_in), max(0, est_out)
         res = await self._scripts.run(
             "lease_acquire",
-            [k.leases(tier), k.cooldown(tier), k.limits_config, *self._bucket_keys(tier),
-             k.line(tier), k.line_info(tier)],
+            [k.leases(tier), k.cooldown(tier), k.limits_config, *self._bucket_keys(tier), k.line(tier)],
             [
                 str(tier), lease_id, self._ttl_ms,
                 lim.concurrency, _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm),
-                1, est_in, est_out, keep_ms, join_below,
+                1, est_in, est_out, 1 if in_line else 0, join_below,
             ],
         )  # fmt: skip
         granted, reason, retry_ms, holders, limit = (
@@ -296,7 +315,7 @@ class TierGate:
                 else:
                     w.wake = loop.create_future()  # a grant during the try below is seen by the script
                     got, joined = await self._acquire(
-                        tier, w.lease_id, est_in, est_out, keep_ms=self._keep_ms, join_below=join_below
+                        tier, w.lease_id, est_in, est_out, in_line=True, join_below=join_below
                     )
                     if join_below and isinstance(got, Refusal):
                         if not joined:
@@ -399,31 +418,39 @@ class TierGate:
 
     async def _withdraw(self, w: _Waiter) -> None:
         batch = WriteBatch(self.redis)
-        self._queue_release(batch, w.tier, w.lease_id, (-1, -w.est_input_tokens, -w.est_output_tokens), True)
+        member = line_member(w.lease_id, w.est_input_tokens, w.est_output_tokens)
+        deltas = (-1, -w.est_input_tokens, -w.est_output_tokens)
+        self._queue_release(batch, w.tier, w.lease_id, deltas, True, member)
         await batch.execute()
 
     def _queue_release(
-        self, batch: WriteBatch, tier: Tier, lease_id: str, deltas: tuple[int, int, int], withdraw: bool
+        self,
+        batch: WriteBatch,
+        tier: Tier,
+        lease_id: str,
+        deltas: tuple[int, int, int],
+        withdraw: bool,
+        member: str = "",
     ) -> None:
         """Settle, free the lease and hand the slot to the first waiter, in one script."""
         k = self.keys
         lim = self.settings.tier_limits(tier)
         batch.script(
             self._scripts["lease_settle_release"],
-            [k.leases(tier), k.limits_config, *self._bucket_keys(tier), k.cooldown(tier),
-             k.line(tier), k.line_info(tier)],
+            [k.leases(tier), k.limits_config, *self._bucket_keys(tier), k.cooldown(tier), k.line(tier)],
             [
                 lease_id, k.limits_channel, str(tier),
                 _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm), *deltas,
                 lim.concurrency, self._ttl_ms, "withdraw" if withdraw else "", k.grants_channel(""),
+                member, self.owner,
             ],
-            then=self._on_released,
+            then=lambda reply: self._on_released(tier, reply),
         )  # fmt: skip
 
-    def _on_released(self, reply: Any) -> None:
+    def _on_released(self, tier: Tier, reply: Any) -> None:
         granted = as_text(reply[1])
-        if granted:
-            self._granted(granted)  # ours: start now rather than on the pubsub echo
+        if granted and granted.startswith(lease_id_prefix(self.owner)):
+            self._granted(str(tier), granted)  # ours: no event is published for it
 
     async def in_flight(self, tier: Tier) -> int:
         """Leases currently held (expired ones excluded) on the tier, fleet-wide."""

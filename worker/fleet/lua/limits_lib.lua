@@ -87,38 +87,33 @@ local function buckets_settle(keys, caps, deltas, now)
   end
 end
 
--- The fleet-wide line of waiters of a tier, first come first served. Zset lease id -> first-seen ms (the
--- order) and hash lease id -> "deadline ms|itpm|otpm" (what the waiter asks for). A waiter refreshes its
--- deadline on every try; one that stops trying (its process died, it gave up) expires and is dropped.
-local function line_entry(info_key, id, now)
-  local v = redis.call('HGET', info_key, id)
-  if not v then return nil end
-  local d, i, o = string.match(v, '^(%d+)|(%d+)|(%d+)$')
-  if d == nil or tonumber(d) < now then return nil end
-  return {tonumber(i), tonumber(o)}
+-- The fleet-wide line of waiters of a tier, first come first served: a zset of members
+-- "<lease id>|<itpm>|<otpm>" (who waits and what it asks for, so a grant needs no other read) scored by
+-- when each joined. A place is like a lease: it leaves on its grant or its waiter's withdrawal, a dead
+-- process's places go with its leases when the reaper takes it out, and a grant to a waiter its process
+-- no longer has is handed back by that process at once (tier_gate.py).
+local function line_member(id, itpm, otpm)
+  return id .. '|' .. itpm .. '|' .. otpm
 end
 
-local function line_leave(line_key, info_key, id)
-  redis.call('ZREM', line_key, id)
-  redis.call('HDEL', info_key, id)
-end
-
--- The first live waiter (id, {itpm, otpm}), dropping expired ones on the way; nil if nobody waits.
-local function line_head(line_key, info_key, now)
+-- The first waiter: its member, lease id and {itpm, otpm}; nil if nobody waits. A member not of this
+-- form (left by an older version) is dropped on the way.
+local function line_head(line_key)
   while true do
     local first = redis.call('ZRANGE', line_key, 0, 0)
     if #first == 0 then return nil end
-    local asks = line_entry(info_key, first[1], now)
-    if asks then return first[1], asks end
-    line_leave(line_key, info_key, first[1])
+    local id, i, o = string.match(first[1], '^(.+)|(%d+)|(%d+)$')
+    if id ~= nil then return first[1], id, {tonumber(i), tonumber(o)} end
+    redis.call('ZREM', line_key, first[1])
   end
 end
 
 -- Admission to a tier, atomically: cooldown -> concurrency lease -> rpm/itpm/otpm buckets. Nothing
 -- changes unless everything passes, so a refusal never needs undoing.
--- K: {leases, cooldown, config, rpm bucket, itpm bucket, otpm bucket, line, line info}
+-- K: {leases, cooldown, config, rpm bucket, itpm bucket, otpm bucket, line}
 -- A: {tier, lease id, ttl ms, defaults for concurrency, rpm, itpm, otpm, amounts rpm, itpm, otpm}
--- waiting: the caller is in the line (may go ahead of it); else a newcomer, refused while anyone waits.
+-- waiting: the caller's line member when it is in the line (it may go ahead of it, and leaves the line
+-- on a grant); nil for a newcomer, refused while anyone waits.
 -- lims: the tier's limits as limits_of returns them, when the caller has read them already.
 -- Returns {granted 0|1, reason, retry ms, holders (after a grant), concurrency limit (-1 = none)}.
 local function acquire(K, A, waiting, now, lims)
@@ -147,9 +142,8 @@ local function acquire(K, A, waiting, now, lims)
       return {0, 'concurrency', retry, holders, limit}
     end
   end
-  -- Anyone waiting goes first: an empty line is one ZCARD; the head is looked at (and lapsed places
-  -- dropped) only when the line holds someone.
-  if not waiting and redis.call('ZCARD', K[7]) > 0 and line_head(K[7], K[8], now) ~= nil then
+  -- Anyone waiting goes first.
+  if not waiting and redis.call('ZCARD', K[7]) > 0 then
     return {0, 'queued', 100, holders, limit or -1}
   end
   local caps = {lims[2], lims[3], lims[4]}
@@ -159,6 +153,6 @@ local function acquire(K, A, waiting, now, lims)
     return {0, kind, wait, holders, limit or -1}
   end
   redis.call('ZADD', K[1], now + tonumber(A[3]), A[2])
-  if waiting then line_leave(K[7], K[8], A[2]) end
+  if waiting then redis.call('ZREM', K[7], waiting) end
   return {1, '', 0, holders + 1, limit or -1}
 end

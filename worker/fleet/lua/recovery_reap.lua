@@ -1,7 +1,7 @@
 -- Hand back a dead worker's claimed jobs, free its tier leases and take its waiters out of the tiers'
--- lines (a dead waiter at the head would otherwise be handed slots until its place expires), atomically.
+-- lines (a dead waiter at the head would otherwise be handed slots nobody takes), atomically.
 -- It also applies the aggregate entries of the jobs the owner recorded but had not flushed (agg_lib.lua).
--- KEYS: 1 owners set, 2 heartbeat, 3 running set, then per tier: lease zset, line zset, line info hash,
+-- KEYS: 1 owners set, 2 heartbeat, 3 running set, then per tier: lease zset, line zset,
 --       last: the owner's pending aggregates hash.
 -- ARGV: 1 owner token, 2 arq in-progress prefix, 3 lease-id prefix of the owner ("" = none),
 --       4 limits channel, 5.. tier names (in the order of the per-tier keys).
@@ -21,7 +21,7 @@ local leases = 0
 if ARGV[3] ~= '' then
   local n = string.len(ARGV[3])
   for t = 5, #ARGV do
-    local base = 3 + (t - 5) * 3
+    local base = 3 + (t - 5) * 2
     local dropped = 0
     for _, lid in ipairs(redis.call('ZRANGE', KEYS[base + 1], 0, -1)) do
       if string.sub(lid, 1, n) == ARGV[3] then
@@ -32,7 +32,6 @@ if ARGV[3] ~= '' then
     for _, wid in ipairs(redis.call('ZRANGE', KEYS[base + 2], 0, -1)) do
       if string.sub(wid, 1, n) == ARGV[3] then
         redis.call('ZREM', KEYS[base + 2], wid)
-        redis.call('HDEL', KEYS[base + 3], wid)
       end
     end
     if dropped > 0 then
