@@ -40,9 +40,9 @@ class Keys:
         return f"{self.prefix}:result:{job_id}"
 
     def calls(self, job_id: str) -> str:
-        """Hash of the job's model calls, written as each ends: ``"<n>"`` -> attempt record JSON, and
-        ``"p<n>"`` -> the response of a paid call, so a re-run after a crash reuses it instead of paying
-        again. One key, so a call's save is one script step and a run's load one HGETALL."""
+        """Hash of the job's model calls, written as each ends: ``"<n>"`` -> ``{"attempt": record,
+        "answer": the paid response or null}``, so a re-run after a crash reuses a paid answer instead of
+        paying again. One field per call, so its save is one HSETNX and a run's load one HGETALL."""
         return f"{self.prefix}:calls:{job_id}"
 
     # --- per batch ----------------------------------------------------------------------------

@@ -92,6 +92,8 @@ async def test_flush_applies_each_recorded_job_once(redis_url: str, redis: Redis
     assert await agg(redis, s.keys.batch_agg("b")) == expected(*jobs)
     assert await agg(redis, s.keys.tenant_agg("acme")) == tenant_part(expected(*jobs))
     assert await redis.pttl(s.keys.batch_agg("b")) > 0
+    # the done set's TTL comes with the flush too (record.lua no longer sets it per job)
+    assert 0 < await redis.pttl(s.keys.batch_done("b")) <= (s.job_expiry_s + s.result_ttl_s) * 1000
     assert not await redis.exists(pending.key)
     assert await pending.flush() == 0
 
@@ -183,3 +185,58 @@ async def test_a_store_without_a_flusher_applies_at_once(redis_url: str, redis: 
     r = result(1)
     assert await Store(redis, s).record(r)
     assert await agg(redis, s.keys.batch_agg("b")) == expected(r)
+    assert 0 < await redis.pttl(s.keys.batch_done("b")) <= (s.job_expiry_s + s.result_ttl_s) * 1000
+
+
+async def test_a_record_finishes_its_arq_job_in_the_same_step(redis_url: str, redis: Redis) -> None:
+    from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+
+    from worker.fleet.store import ArqRun
+
+    s = settings(redis_url)
+    r = result(7)
+    running, finished = s.keys.recovery_running("vm:1:abc"), set[str]()
+    await redis.zadd(s.keys.intake_queue, {r.job_id: 1, "other": 2})
+    await redis.sadd(running, r.job_id, "other")  # type: ignore[misc]
+    for prefix in (in_progress_key_prefix, retry_key_prefix, job_key_prefix):
+        await redis.set(prefix + r.job_id, "x")
+    arq = ArqRun(r.job_id, s.keys.intake_queue, running, finished)
+    assert await Store(redis, s).record(r, arq=arq)
+    assert finished == {r.job_id}  # RecoveringWorker.finish_job skips it
+    assert await redis.zrange(s.keys.intake_queue, 0, -1) == [b"other"]  # never recorded yet queued
+    assert await redis.smembers(running) == {b"other"}  # type: ignore[misc]
+    for prefix in (in_progress_key_prefix, retry_key_prefix, job_key_prefix):
+        assert not await redis.exists(prefix + r.job_id)
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(r)
+    # a duplicate run's record is refused, and still ends its arq job
+    await redis.zadd(s.keys.intake_queue, {r.job_id: 3})
+    finished.clear()
+    assert not await Store(redis, s).record(r, arq=arq)
+    assert finished == {r.job_id} and await redis.zrange(s.keys.intake_queue, 0, -1) == [b"other"]
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(r)
+
+
+async def test_the_recovering_worker_skips_the_finish_a_record_did(redis_url: str, redis: Redis) -> None:
+    from arq.worker import func
+
+    from worker.fleet.arq_worker import RecoveringWorker
+
+    async def noop(ctx: dict[str, object]) -> None:
+        return None
+
+    s = settings(redis_url)
+    finished = {"done1"}
+    w = RecoveringWorker(
+        [func(noop, name="noop")],
+        redis_pool=redis,  # type: ignore[arg-type]
+        queue_name="q",
+        recovery_owner="vm:1:abc",
+        recovery_keys=s.keys,
+        finished_elsewhere=finished,
+        handle_signals=False,
+    )
+    await redis.zadd("q", {"done1": 1, "other": 2})
+    await w.finish_job("done1", True, None, None, False, None, None)
+    assert finished == set() and await redis.zcard("q") == 2  # skipped: the record did it
+    await w.finish_job("other", True, None, None, False, None, None)
+    assert await redis.zrange("q", 0, -1) == [b"done1"]

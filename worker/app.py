@@ -34,7 +34,7 @@ from worker.fleet.store import Store
 from worker.fleet.tier_gate import TierGate
 from worker.observe import logsafe, metrics
 from worker.pipeline.call import make_client
-from worker.pipeline.run import process_job
+from worker.pipeline.run import ARQ_FINISH, process_job
 from worker.pipeline.shadow import SHADOW_FUNCTION, SHADOW_SLOTS, shadow_job
 from worker.policy.router import OPUS_AT, SONNET_AT, Thresholds
 from worker.policy.scorer import Scorer
@@ -96,7 +96,9 @@ def make_workers(rt: Runtime, *, tiers_only: bool = False, owner_token: str | No
     )
     fn = func(process_job, name=JOB_FUNCTION, timeout=s.job_timeout_s)
     if owner_token is not None:  # claims carry the owner token so a reaper can hand them back fast
-        common.update(recovery_owner=owner_token, recovery_keys=s.keys)
+        finished: set[str] = set()  # arq jobs their record finished (record.lua): arq's finish is skipped
+        common.update(recovery_owner=owner_token, recovery_keys=s.keys, finished_elsewhere=finished)
+        common["ctx"] = {**common["ctx"], ARQ_FINISH: (s.keys.recovery_running(owner_token), finished)}
     cls: type[Worker] = RecoveringWorker if owner_token is not None else Worker
     workers = (
         []

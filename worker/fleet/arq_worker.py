@@ -32,8 +32,18 @@ CLAIM_SCAN = 2000
 class RecoveringWorker(Worker):
     """An arq Worker whose claims carry the owner token and are listed in the owner's running set."""
 
-    def __init__(self, *args: Any, recovery_owner: str, recovery_keys: Keys, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        recovery_owner: str,
+        recovery_keys: Keys,
+        finished_elsewhere: set[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        # Jobs whose record already did arq's finish (worker/fleet/store.py:ArqRun), shared by the process's
+        # workers: their finish here is skipped.
+        self.finished_elsewhere = finished_elsewhere if finished_elsewhere is not None else set()
         self.recovery_owner = recovery_owner
         self.recovery_running = recovery_keys.recovery_running(recovery_owner)
         self._claim_script = self.pool.register_script(redis_scripts.source("claim"))
@@ -108,6 +118,9 @@ class RecoveringWorker(Worker):
         keep_in_progress: float | None,
     ) -> None:
         # arq 0.28's Worker.finish_job with the SREM from the owner's running set in the same MULTI.
+        if job_id in self.finished_elsewhere:
+            self.finished_elsewhere.discard(job_id)
+            return
         async with self.pool.pipeline(transaction=True) as tr:
             delete_keys = []
             in_progress_key = in_progress_key_prefix + job_id
@@ -132,6 +145,9 @@ class RecoveringWorker(Worker):
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         # arq 0.28's Worker.finish_failed_job, likewise.
+        if job_id in self.finished_elsewhere:  # e.g. a timeout that hit after the record
+            self.finished_elsewhere.discard(job_id)
+            return
         async with self.pool.pipeline(transaction=True) as tr:
             tr.delete(
                 retry_key_prefix + job_id,

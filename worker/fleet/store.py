@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, TimeoutError
 
@@ -44,17 +46,48 @@ async def persist(op: str, coro_factory: Any) -> Any:
             delay = min(delay * 2, 5.0)
 
 
+@dataclass(frozen=True)
+class ArqRun:
+    """The arq job run a record ends: ``record.lua`` deletes its arq keys (as arq 0.28's finish does) in
+    the same step, and its id goes into ``finished``, so ``RecoveringWorker.finish_job`` skips its own."""
+
+    job_id: str
+    queue: str
+    running: str  # the owner's running set (worker/fleet/recovery.py)
+    finished: set[str]
+
+    def keys(self) -> list[str]:
+        i = self.job_id
+        return [
+            in_progress_key_prefix + i,
+            retry_key_prefix + i,
+            job_key_prefix + i,
+            self.queue,
+            self.running,
+        ]
+
+
 def parse_calls(raw: dict[bytes, bytes]) -> tuple[list[Attempt], dict[int, dict[str, Any]]]:
     """A job's calls hash (``Keys.calls``) as its attempts in order and its paid answers by attempt no."""
     attempts: dict[int, Attempt] = {}
     paid: dict[int, dict[str, Any]] = {}
     for field, value in raw.items():
-        name = field.decode()
-        if name.startswith("p"):
-            paid[int(name[1:])] = orjson.loads(value)
-        else:
-            attempts[int(name)] = Attempt.model_validate_json(value)
+        n, call = int(field), orjson.loads(value)
+        attempts[n] = Attempt.model_validate(call["attempt"])
+        if call["answer"] is not None:
+            paid[n] = call["answer"]
     return [attempts[n] for n in sorted(attempts)], paid
+
+
+def call_json(attempt: Attempt, answer: dict[str, Any] | None) -> str:
+    """A call's field in the calls hash: its attempt record and its paid answer, written as one."""
+    return f'{{"attempt":{attempt.model_dump_json()},"answer":{orjson.dumps(answer).decode()}}}'
+
+
+def paid_answer(raw: bytes | str | None) -> dict[str, Any] | None:
+    """The paid answer in a call's field (``call_json``), if the call was paid."""
+    answer = orjson.loads(raw)["answer"] if raw is not None else None
+    return answer if isinstance(answer, dict) else None
 
 
 class Store:
@@ -71,8 +104,17 @@ class Store:
     def _retention_ms(self) -> int:
         return (self.settings.job_expiry_s + self.settings.result_ttl_s) * 1000
 
-    async def load_state(self, job: Job) -> tuple[bool, list[Attempt], dict[int, dict[str, Any]]]:
-        """Done-check and ``load_attempts`` in one round trip: (done, attempts, paid answers)."""
+    async def load_state(
+        self, job: Job, check_done: bool = True
+    ) -> tuple[bool, list[Attempt], dict[int, dict[str, Any]]]:
+        """Done-check and ``load_attempts`` in one round trip: (done, attempts, paid answers).
+
+        ``check_done=False`` (an arq job's first delivery) leaves the done-check out: a recorded job is
+        never delivered again as a first try (the producer never re-enqueues an accepted id, a record
+        finishes its arq job in the same step, ``routeq retry`` unrecords before re-queueing), and if one
+        ever were, its calls make the re-run reuse every paid answer and its record is refused."""
+        if not check_done:
+            return False, *await self.load_attempts(job.job_id)
         async with self.redis.pipeline(transaction=False) as p:
             p.sismember(self.keys.batch_done(job.tags.batch or ""), job.job_id)
             p.hgetall(self.keys.calls(job.job_id))
@@ -98,12 +140,7 @@ class Store:
         attempt's write (needs ``pending``)."""
         ttl = self.settings.job_expiry_s + self.settings.result_ttl_s
         keys = [self.keys.calls(job_id)]
-        args: list[Any] = [
-            attempt.n,
-            attempt.model_dump_json(),
-            orjson.dumps(answer).decode() if answer is not None else "",
-            ttl,
-        ]
+        args: list[Any] = [attempt.n, call_json(attempt, answer), ttl]
         then = None
         if spend is not None and self.pending is not None:
             pending, member = self.pending, f"spend:{job_id}:{attempt.n}"
@@ -116,8 +153,11 @@ class Store:
 
         batch.script(self.scripts["attempt_save"], keys, args, then=then)
 
-    async def record(self, result: JobResult, dead_cause: dict[str, Any] | None = None) -> bool:
-        """Write the final outcome; False when it was already recorded (a duplicate run)."""
+    async def record(
+        self, result: JobResult, dead_cause: dict[str, Any] | None = None, arq: ArqRun | None = None
+    ) -> bool:
+        """Write the final outcome; False when it was already recorded (a duplicate run). With ``arq``, the
+        arq job run that made it is finished in the same step."""
         incs, expiries = self._aggregate_entry(result)
         args: list[Any] = [
             result.job_id,
@@ -131,8 +171,13 @@ class Store:
         pending = self.pending if self.pending is not None and not self.pending.quiet() else None
         if pending is not None:
             keys.append(pending.key)
+        if arq is not None:
+            keys += arq.keys()
+            args += ["finish", arq.job_id]
         script = self._agg_scripts["record"]
         done = bool(await persist("record", lambda: script(keys=keys, args=args)))
+        if arq is not None:
+            arq.finished.add(arq.job_id)
         # Refused as a duplicate, yet pending here: a re-sent record whose first reply was lost.
         if pending is not None and (
             done or await self.redis.hexists(pending.key, result.job_id)  # type: ignore[misc]
@@ -142,7 +187,11 @@ class Store:
 
     def _aggregate_entry(self, result: JobResult) -> tuple[list[Increment], list[Expiry]]:
         batch_agg, tenant_agg = self.keys.batch_agg(result.batch), self.keys.tenant_agg(result.tenant)
-        return aggregate_entry(batch_agg, tenant_agg, self._retention_ms, aggregate_increments(result))
+        incs, expiries = aggregate_entry(
+            batch_agg, tenant_agg, self._retention_ms, aggregate_increments(result)
+        )
+        # The done set ages out with the batch too: set once per flush, not once per job in record.lua.
+        return incs, [*expiries, (self.keys.batch_done(result.batch), self._retention_ms)]
 
     def _outcome_keys(self, result: JobResult) -> list[str]:
         """The keys record.lua and unrecord.lua touch, in their KEYS order."""

@@ -29,7 +29,7 @@ from worker.fleet.admission import Admission, AdmissionTimeout
 from worker.fleet.budget import Reservation, token_for
 from worker.fleet.cache_warmer import WarmDecision
 from worker.fleet.redis_scripts import WriteBatch
-from worker.fleet.store import persist
+from worker.fleet.store import ArqRun, persist
 from worker.observe import tracing
 from worker.observe.logsafe import exception_summary
 from worker.pipeline import checking, intake
@@ -42,6 +42,10 @@ from worker.pipeline.shadow import maybe_shadow
 from worker.policy import cache_layout, cascade, faults, pricing, router
 from worker.policy.checks import NotJSON, parse_json_output
 from worker.runtime import Runtime
+
+# ctx key of (the owner's running set, the shared set of arq ids finished by their record): app.py sets it
+# beside RecoveringWorker's ``finished_elsewhere``.
+ARQ_FINISH = "routeq_arq_finish"
 
 log = logging.getLogger("routeq.pipeline")
 
@@ -72,7 +76,11 @@ async def process_job(
         return "invalid"
     queue = rt.keys.tier_queue(parked) if parked else rt.keys.intake_queue
     with tracing.attempt_span(job, job_try, queue):
-        run = JobRun(rt, job, job_try, Tier(parked) if parked else None, payload, fresh_from)
+        arq = None
+        if ARQ_FINISH in ctx:  # a RecoveringWorker's run: the record finishes it
+            running, finished = ctx[ARQ_FINISH]
+            arq = ArqRun(arq_id, queue, running, finished)
+        run = JobRun(rt, job, job_try, Tier(parked) if parked else None, payload, fresh_from, arq)
         if isinstance(ctx.get("enqueue_time"), dt.datetime):
             run.enqueued_at = ctx["enqueue_time"].timestamp()
         try:
@@ -98,9 +106,17 @@ async def process_job(
 
 class JobRun:
     def __init__(
-        self, rt: Runtime, job: Job, job_try: int, parked: Tier | None, wire: Any = None, fresh_from: int = 0
+        self,
+        rt: Runtime,
+        job: Job,
+        job_try: int,
+        parked: Tier | None,
+        wire: Any = None,
+        fresh_from: int = 0,
+        arq: ArqRun | None = None,
     ) -> None:
         self.rt = rt
+        self.arq = arq  # the arq job run this is, which its record finishes (None: a batch ingestion)
         # `routeq retry` gives the job a new attempt budget: attempts before this index stay in its trace
         # (and its bill) but no longer count toward max_attempts.
         self.fresh_from = fresh_from
@@ -119,7 +135,8 @@ class JobRun:
 
     # ------------------------------------------------------------------------------------------------
     async def run(self) -> str:
-        done, self.attempts, paid = await self.rt.store.load_state(self.job)
+        # A redelivery (try 2+) may be of a job recorded just before its worker died: checked.
+        done, self.attempts, paid = await self.rt.store.load_state(self.job, check_done=self.job_try > 1)
         if done:
             return "duplicate"
         route = self.route()
@@ -435,7 +452,7 @@ class JobRun:
         result = self._result(
             route, "done", tier=attempt.tier, model=attempt.model, output=text, stop_reason=stop, **parsed
         )
-        if await self.rt.store.record(result):
+        if await self.rt.store.record(result, arq=self.arq):
             self.rt.metrics.observe_result(result)
             try:
                 await maybe_shadow(self.rt, self.job, self.attempts, attempt, text)
@@ -463,7 +480,7 @@ class JobRun:
             model=last.model if last else None,
         )
         cause = dead_letter(self.job, kind, message, len(self.attempts))
-        if await self.rt.store.record(result, dead_cause=cause):
+        if await self.rt.store.record(result, dead_cause=cause, arq=self.arq):
             self.rt.metrics.observe_result(result)
         return "failed"
 
@@ -478,6 +495,6 @@ class JobRun:
             tier=last.tier if last else (route.tier if route else None),
             model=last.model if last else None,
         )
-        if await self.rt.store.record(result):
+        if await self.rt.store.record(result, arq=self.arq):
             self.rt.metrics.observe_result(result)
         return "canceled"

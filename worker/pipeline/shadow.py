@@ -17,8 +17,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from jobs.connections import aw
 from jobs.contract import Job
 from jobs.documents.store import MissingDocument, load_documents
@@ -28,6 +26,7 @@ from jobs.serialization import queue_arq_job
 from jobs.tiers import TOP_TIER
 from worker.fleet import quality
 from worker.fleet.admission import Admission, Refusal
+from worker.fleet.store import paid_answer
 from worker.pipeline.call import call
 from worker.policy import cache_layout, grading, pricing
 from worker.policy.answer_checks import signals_for
@@ -82,10 +81,8 @@ async def maybe_shadow(
 
 
 async def _paid_text(rt: Runtime, job: Job, n: int) -> str | None:
-    raw = await aw(rt.redis.hget(rt.keys.calls(job.job_id), f"p{n}"))
-    if raw is None:
-        return None
-    text = orjson.loads(raw).get("text")
+    answer = paid_answer(await aw(rt.redis.hget(rt.keys.calls(job.job_id), str(n))))
+    text = answer.get("text") if answer is not None else None
     return text if isinstance(text, str) else None
 
 
