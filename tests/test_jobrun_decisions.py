@@ -23,7 +23,8 @@ from worker.pipeline.run import HOLD_RETRY_S, JobRun, Parked, Stopped
 def make_run(redis: Any, **settings: Any) -> tuple[JobRun, list[Any]]:
     recorded: list[Any] = []
 
-    async def record(result: Any, dead_cause: Any = None) -> bool:
+    async def record(result: Any, dead_cause: Any = None, arq: Any = None) -> bool:
+        assert arq is None  # a run built without an arq job has no arq job to finish
         recorded.append((result, dead_cause))
         return True
 
