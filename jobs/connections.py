@@ -13,15 +13,16 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
     ConnectionError,
-    DataError,
     RedisError,
     ResponseError,
     TimeoutError,
 )
+from redis.utils import HIREDIS_AVAILABLE
 
 from jobs.serialization import deserialize, serialize
 from jobs.settings import Settings
@@ -116,25 +117,17 @@ def redis_settings(url: str, retries: int = RECONNECT_RETRIES) -> RedisSettings:
 
 
 class HiredisPacking:
-    """Packs commands with hiredis, as redis-py's sync connection does when hiredis is installed.
+    """Packs commands with redis-py's hiredis serializer, the one its sync connection uses.
 
     redis-py 5's asyncio connection packs every argument in Python, about 6% of a busy worker's CPU (its
-    scripts take many arguments); hiredis's packer writes the same bytes (bools and None still refused).
+    scripts take many arguments); hiredis writes the same bytes and refuses the same arguments.
     """
 
-    def pack_command(self, *args: Any) -> list[bytes]:
-        import hiredis
+    _serializer = HiredisRespSerializer()
 
-        head = args[0]
-        # a command name with literal arguments in it ("CONFIG GET") is sent as separate words
-        if isinstance(head, str):
-            args = (*head.encode().split(), *args[1:])
-        elif b" " in head:
-            args = (*head.split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError as e:
-            raise DataError(f"invalid Redis command argument: {e}") from None
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._serializer.pack(*args)
+        return packed
 
 
 _PACKING_CLASSES: dict[type, type] = {}
@@ -142,13 +135,9 @@ _PACKING_CLASSES: dict[type, type] = {}
 
 async def pack_with_hiredis(client: Redis) -> None:
     """Make ``client``'s pool open hiredis-packing connections (no-op without hiredis)."""
-    try:
-        import hiredis  # noqa: F401
-    except ImportError:
-        return
     pool = client.connection_pool
     base = pool.connection_class
-    if issubclass(base, HiredisPacking):
+    if not HIREDIS_AVAILABLE or issubclass(base, HiredisPacking):
         return
     if base not in _PACKING_CLASSES:
         _PACKING_CLASSES[base] = type(base.__name__, (HiredisPacking, base), {})
