@@ -1,7 +1,7 @@
 """routeq's per-job overhead against bare arq, in one run.
 
     .venv/bin/python bench/overhead.py [--jobs 2000] [--workers 2] [--poll-delay 0.05] [--profile-jobs 1000]
-        [--transport httpx|aiohttp]
+        [--transport httpx|aiohttp] [--rounds 3]
 
 (a) bare arq: ``arq.Worker`` processes running a no-op async function; jobs enqueued with
     ``create_pool().enqueue_job`` in a loop. Same worker count, poll delay, ``max_jobs`` (routeq's intake
@@ -14,7 +14,9 @@
     limits, caching layout, results and aggregates) against the stand-in API at 0 latency; jobs enqueued
     with the bulk ``Producer.enqueue``.
 
-Jobs are enqueued before the workers start; throughput is the steady-state rate between 10% and 90% of
+(a') and (b) alternate for ``--rounds`` rounds; the ratio printed is the median of the rounds' ratios (this
+machine is shared: one slow phase should not decide it). Jobs are enqueued before the workers start;
+throughput is the steady-state rate between 10% and 90% of
 the jobs finished (process start-up excluded), and the whole-batch time is reported too. Worker CPU per
 job is measured over the same window (all worker processes, user + system), and over the whole phase;
 Redis commands per job over the whole phase (``INFO commandstats`` deltas, scripts' inner commands
@@ -33,6 +35,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -47,6 +50,7 @@ from _common import (
     Procs,
     api_stats,
     command_counts,
+    cpu_s,
     emit,
     per_job_commands,
     poll_commands,
@@ -202,6 +206,7 @@ async def run_arq_workers(
     """Start ``workers`` arq worker processes (``argv``) on ``n`` queued jobs and measure them to the end."""
     redis = Redis.from_url(url)
     cmds0 = await command_counts(redis)
+    servers0 = server_cpu()
     kids = [procs.spawn(argv, env, f"arq-{i}") for i in range(workers)]
     cpu = CpuSampler([k.proc.pid for k in kids])
     cpu.start()
@@ -222,17 +227,36 @@ async def run_arq_workers(
     return {
         **rates(n, enqueue_s, samples),
         "finished": samples[-1][1],
-        **cpu_per_job(cpu, cpu_total, samples, n, t0),
+        **cpu_per_job(cpu, cpu_total, samples, n, t0, servers0),
         "redis_commands_per_job": cmds,
     }
 
 
+# The shared processes a phase loads besides its workers (name -> pid), set once they are started: their
+# CPU per job shows what a worker's Redis commands and API calls cost on the other side.
+SERVERS: dict[str, int] = {}
+
+
+def server_cpu() -> dict[str, float]:
+    return {name: cpu_s(pid) for name, pid in SERVERS.items()}
+
+
 def cpu_per_job(
-    cpu: CpuSampler, total_s: float, samples: list[tuple[float, int]], n: int, t0: float
+    cpu: CpuSampler,
+    total_s: float,
+    samples: list[tuple[float, int]],
+    n: int,
+    t0: float,
+    servers0: dict[str, float],
 ) -> dict[str, float]:
+    servers1 = server_cpu()
     return {
         "worker_cpu_ms_per_job_steady": round(cpu.per_job_ms(samples, n, t0), 3),
         "worker_cpu_ms_per_job_whole": round(1000.0 * total_s / max(1, n), 3),
+        **{
+            f"{name}_cpu_ms_per_job_whole": round(1000.0 * (servers1[name] - servers0[name]) / max(1, n), 3)
+            for name in servers0
+        },
     }
 
 
@@ -313,6 +337,7 @@ async def phase_routeq(
     env = worker_env(
         url, api_url, ROUTEQ_POLL_DELAY_S=str(poll), ROUTEQ_HTTP_TRANSPORT=transport, **extra_env
     )
+    servers0 = server_cpu()
     kids = procs.workers(workers, env)
     cpu = CpuSampler([k.proc.pid for k in kids])
     cpu.start()
@@ -334,7 +359,7 @@ async def phase_routeq(
         "failed": st["failed"],
         "api_requests": requests,
         "api_max_in_flight": {k: v["max_in_flight"] for k, v in stats["models"].items()},
-        **cpu_per_job(cpu, cpu_total, samples, n, t0),
+        **cpu_per_job(cpu, cpu_total, samples, n, t0, servers0),
         "redis_commands_per_job": cmds,
     }
 
@@ -419,23 +444,38 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with Procs() as procs:
         r = procs.redis()
         api_url = procs.api("--latency-ms", "0")
+        SERVERS.update({"redis": r.child.proc.pid if r.child else 0, "api": procs.children[-1].proc.pid})
         enq_only = await phase_enqueue(r.url, args.jobs, args.enqueue_reps)
         arq_res = await phase_arq(procs, r.url, args.jobs, args.workers, args.poll_delay)
-        arq_sdk = await phase_arq(
-            procs, r.url, args.jobs, args.workers, args.poll_delay, api_url, args.transport
-        )
-        rq = await phase_routeq(
-            procs, r.url, api_url, args.jobs, args.workers, args.poll_delay, args.transport
-        )
+        # The SDK-call anchor and routeq alternate, round by round: a burst of load from elsewhere on a
+        # shared machine lands on one round's pair, not on one side of the comparison.
+        pairs = []
+        for _ in range(args.rounds):
+            a = await phase_arq(
+                procs, r.url, args.jobs, args.workers, args.poll_delay, api_url, args.transport
+            )
+            b = await phase_routeq(
+                procs, r.url, api_url, args.jobs, args.workers, args.poll_delay, args.transport
+            )
+            pairs.append((a, b))
+        arq_sdk, rq = pairs[len(pairs) // 2] if len(pairs) % 2 else pairs[-1]
+        round_ratios = [
+            round(b["jobs_per_s_steady"] / a["jobs_per_s_steady"], 3) if a["jobs_per_s_steady"] else 0.0
+            for a, b in pairs
+        ]
+        cpu_ratios = [
+            round(a["worker_cpu_ms_per_job_steady"] / b["worker_cpu_ms_per_job_steady"], 3)
+            if b["worker_cpu_ms_per_job_steady"]
+            else 0.0
+            for a, b in pairs
+        ]
         prof = None
         if args.profile_jobs:
             prof = await phase_profile(
                 procs, r.url, api_url, args.profile_jobs, args.poll_delay, args.profile_out, args.transport
             )
     ratio = rq["jobs_per_s_steady"] / arq_res["jobs_per_s_steady"] if arq_res["jobs_per_s_steady"] else None
-    sdk_ratio = (
-        rq["jobs_per_s_steady"] / arq_sdk["jobs_per_s_steady"] if arq_sdk["jobs_per_s_steady"] else None
-    )
+    sdk_ratio = statistics.median(round_ratios) if round_ratios else None
     enq = arq_res["enqueue_s"] / rq["enqueue_s"] if rq["enqueue_s"] else None
     return {
         "bench": "overhead",
@@ -444,12 +484,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "poll_delay_s": args.poll_delay,
         "http_transport": args.transport,
         "arq_noop": arq_res,
-        "arq_sdk_call": arq_sdk,
+        "rounds": args.rounds,
+        "arq_sdk_call": arq_sdk,  # the pair of the median round (with an even count, the last)
         "routeq": rq,
         "throughput_ratio_routeq_over_arq": round(ratio, 3) if ratio else None,
         "throughput_target": 0.8,
-        # routeq against arq doing only the model call: what routing, limits, caching and records cost
+        # routeq against arq doing only the model call: what routing, limits, caching and records cost;
+        # the median over the rounds, each round's ratio beside it
         "throughput_ratio_routeq_over_arq_sdk_call": round(sdk_ratio, 3) if sdk_ratio else None,
+        "throughput_ratio_by_round": round_ratios,
+        # worker CPU per job, anchor over routeq (1.0: routeq's workers cost no more CPU per job)
+        "worker_cpu_ratio_arq_sdk_over_routeq_by_round": cpu_ratios,
         "throughput_target_over_arq_sdk_call": 0.8,
         "enqueue_speedup_bulk_over_arq_loop": round(enq, 1) if enq else None,
         "enqueue_only": enq_only,
@@ -477,6 +522,12 @@ if __name__ == "__main__":
     ap.add_argument("--poll-delay", type=float, default=0.05)
     ap.add_argument("--profile-jobs", type=int, default=1000)
     ap.add_argument("--enqueue-reps", type=int, default=3)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating rounds of the SDK-call anchor and routeq; the ratio is their median (default 3)",
+    )
     ap.add_argument("--profile-out", help="keep the worker's pstats file here (default: a temp file)")
     ap.add_argument(
         "--transport",
