@@ -33,7 +33,7 @@ from jobs.tiers import TIER_ORDER
 from tests.conftest import RedisProc
 from tests.helpers import Fleet, api_stats
 from worker.fleet.recovery import Recovery
-from worker.fleet.store import parse_calls
+from worker.fleet.store import call_json, parse_calls
 from worker.sandbox.embedded import Child
 
 pytestmark = pytest.mark.integration
@@ -338,3 +338,30 @@ async def test_chaos_kill_and_redis_restart_lose_nothing() -> None:
         await redis.aclose()
         rp.stop()
         shutil.rmtree(rp.dir, ignore_errors=True)
+
+
+async def test_a_first_delivery_with_a_saved_paid_answer_reuses_it(redis_url: str) -> None:
+    # A first delivery skips loading calls only when its claim saw none: one whose calls hash holds a
+    # paid answer (written here as a run that died before its record would have left it) records that
+    # answer without calling the API; a job without one is called as usual.
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    try:
+        jobs = [
+            Job.model_validate({"task": "classify", "prompt": f"Is this spam {i}? Labels: spam, ham"})
+            for i in range(2)
+        ]
+        res = await Producer(redis, s).enqueue(jobs, batch="paid1")
+        paid_id, plain_id = res.job_ids
+        attempt = Attempt(n=1, tier="haiku", model=s.model_for("haiku"), status="ok", started_at=time.time())
+        answer = {"text": "ham", "stop_reason": "end_turn"}
+        await redis.hset(s.keys.calls(paid_id), "1", call_json(attempt, answer))
+        env = {"ROUTEQ_LEARNED_ROUTER": "false", "ROUTEQ_CACHING": "false"}
+        with Fleet(redis_url, workers=1, **env) as fleet:
+            await _wait(lambda: _done(redis, s, "paid1"), 60, "jobs did not finish")
+            served = api_stats(fleet.api_url)["jobs"]
+        assert paid_id not in served and served.get(plain_id) == 1
+        got = JobResult.model_validate_json(await redis.get(s.keys.result(paid_id)))
+        assert (got.status, got.output, [a.n for a in got.attempts]) == ("done", "ham", [1])
+    finally:
+        await redis.aclose()

@@ -95,3 +95,36 @@ async def test_claim_skips_held_jobs_and_leaves_deferred_ones(pool: ArqRedis) ->
     await asyncio.gather(*holder.tasks.values(), *w.tasks.values())
     assert log == ["ready"]
     assert await pool.zcard(QUEUE) == 1  # the deferred job waits for its time
+
+
+async def test_claim_tells_which_jobs_have_no_saved_calls(pool: ArqRedis) -> None:
+    # A job with a calls hash (a call of it was saved: an earlier run, or `routeq retry`) must load it;
+    # only jobs without one are marked fresh, and only on a queue whose arq ids are routeq job ids.
+    for i in range(4):
+        await pool.enqueue_job("job", f"f{i}", _job_id=f"f{i}", _queue_name=QUEUE)
+    await pool.hset(KEYS.calls("f1"), "1", "{}")  # type: ignore[misc]
+    await pool.hset(KEYS.calls("f3"), "1", "{}")  # type: ignore[misc]
+    fresh: set[str] = set()
+    w = RecoveringWorker(
+        [started([])],
+        queue_name=QUEUE,
+        redis_pool=pool,
+        max_jobs=4,
+        handle_signals=False,
+        keep_result=0,
+        poll_delay=0.01,
+        recovery_owner="F:1",
+        recovery_keys=KEYS,
+        calls_prefix=KEYS.calls(""),
+        fresh=fresh,
+    )
+    assert await w.claim_ready(4) == 4
+    assert fresh == {"f0", "f2"}
+    await asyncio.gather(*w.tasks.values())
+    assert fresh == set()  # arq's finish of a run takes its id out, whether or not the job read it
+    for i in range(2):
+        await pool.enqueue_job("job", f"g{i}", _job_id=f"g{i}", _queue_name=QUEUE)
+    plain = make_worker(pool, "G:1", [], 2)  # no calls prefix (a tier queue): nothing is marked
+    assert await plain.claim_ready(2) == 2
+    assert plain.fresh == set()
+    await asyncio.gather(*plain.tasks.values())

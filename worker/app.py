@@ -34,7 +34,7 @@ from worker.fleet.store import Store
 from worker.fleet.tier_gate import TierGate
 from worker.observe import logsafe, metrics
 from worker.pipeline.call import make_client
-from worker.pipeline.run import ARQ_FINISH, process_job
+from worker.pipeline.run import ARQ_FINISH, FRESH_CLAIMS, process_job
 from worker.pipeline.shadow import SHADOW_FUNCTION, SHADOW_SLOTS, shadow_job
 from worker.policy.router import OPUS_AT, SONNET_AT, Thresholds
 from worker.policy.scorer import Scorer
@@ -98,12 +98,20 @@ def make_workers(rt: Runtime, *, tiers_only: bool = False, owner_token: str | No
     if owner_token is not None:  # claims carry the owner token so a reaper can hand them back fast
         finished: set[str] = set()  # arq jobs their record finished (record.lua): arq's finish is skipped
         common.update(recovery_owner=owner_token, recovery_keys=s.keys, finished_elsewhere=finished)
-        common["ctx"] = {**common["ctx"], ARQ_FINISH: (s.keys.recovery_running(owner_token), finished)}
+        fresh: set[str] = set()  # intake jobs claimed with no calls hash: their first run loads none
+        common["ctx"] = {
+            **common["ctx"],
+            ARQ_FINISH: (s.keys.recovery_running(owner_token), finished),
+            FRESH_CLAIMS: fresh,
+        }
     cls: type[Worker] = RecoveringWorker if owner_token is not None else Worker
+    intake_kw = dict(common)
+    if owner_token is not None:  # intake's arq ids are the routeq job ids (jobs/producer.py)
+        intake_kw.update(calls_prefix=s.keys.calls(""), fresh=fresh)
     workers = (
         []
         if tiers_only
-        else [cls([fn], queue_name=s.keys.intake_queue, max_jobs=s.intake_max_jobs, **common)]
+        else [cls([fn], queue_name=s.keys.intake_queue, max_jobs=s.intake_max_jobs, **intake_kw)]
     )
     for tier in TIER_ORDER:
         slots = s.tier_max_jobs or s.tier_limits(tier).concurrency

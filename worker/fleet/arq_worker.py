@@ -38,9 +38,16 @@ class RecoveringWorker(Worker):
         recovery_owner: str,
         recovery_keys: Keys,
         finished_elsewhere: set[str] | None = None,
+        calls_prefix: str = "",
+        fresh: set[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # With ``calls_prefix`` (a queue whose arq ids are routeq job ids), the claim also tells which jobs
+        # have no calls hash; their ids go into ``fresh`` (shared with the job function, which takes them
+        # out), so a first run skips loading an empty history: a round trip per job.
+        self.calls_prefix = calls_prefix
+        self.fresh = fresh if fresh is not None else set()
         # Jobs whose record already did arq's finish (worker/fleet/store.py:ArqRun), shared by the process's
         # workers: their finish here is skipped.
         self.finished_elsewhere = finished_elsewhere if finished_elsewhere is not None else set()
@@ -73,20 +80,23 @@ class RecoveringWorker(Worker):
                     int(self.in_progress_timeout_s * 1000),
                     self.recovery_owner,
                     CLAIM_SCAN,
+                    self.calls_prefix,
                 ],
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             # The script may have run with its reply lost (a Redis restart): hand such claims back.
             await self._hand_back_orphans(e)
             return 0
-        for i in range(0, len(got), 2):
+        for i in range(0, len(got), 3):
             job_id = got[i].decode()
+            if got[i + 2] == 1:
+                self.fresh.add(job_id)
             await self.sem.acquire()  # free: job_counter < max_jobs, and the two move together
             self.job_counter += 1
             t = self.loop.create_task(self.run_job(job_id, int(float(got[i + 1]))))
             t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = t
-        return len(got) // 2
+        return len(got) // 3
 
     async def _hand_back_orphans(self, error: BaseException) -> None:
         """Claims of this queue listed as ours with no task running them are released for a re-claim."""
@@ -118,6 +128,7 @@ class RecoveringWorker(Worker):
         keep_in_progress: float | None,
     ) -> None:
         # arq 0.28's Worker.finish_job with the SREM from the owner's running set in the same MULTI.
+        self.fresh.discard(job_id)  # a run that never reached the job function (e.g. its job key expired)
         if job_id in self.finished_elsewhere:
             self.finished_elsewhere.discard(job_id)
             return

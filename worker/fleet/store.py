@@ -154,10 +154,15 @@ class Store:
         batch.script(self.scripts["attempt_save"], keys, args, then=then)
 
     async def record(
-        self, result: JobResult, dead_cause: dict[str, Any] | None = None, arq: ArqRun | None = None
+        self,
+        result: JobResult,
+        dead_cause: dict[str, Any] | None = None,
+        arq: ArqRun | None = None,
+        writes: WriteBatch | None = None,
     ) -> bool:
         """Write the final outcome; False when it was already recorded (a duplicate run). With ``arq``, the
-        arq job run that made it is finished in the same step."""
+        arq job run that made it is finished in the same step. With ``writes``, the record goes after what
+        that batch holds (the last call's attempt save and slot release), in its one round trip."""
         incs, expiries = self._aggregate_entry(result)
         args: list[Any] = [
             result.job_id,
@@ -175,7 +180,13 @@ class Store:
             keys += arq.keys()
             args += ["finish", arq.job_id]
         script = self._agg_scripts["record"]
-        done = bool(await persist("record", lambda: script(keys=keys, args=args)))
+        if writes is None:
+            done = bool(await persist("record", lambda: script(keys=keys, args=args)))
+        else:
+            replies: list[Any] = []
+            writes.script(script, keys, args, then=replies.append)
+            await persist("record", writes.execute)
+            done = bool(replies[-1])
         if arq is not None:
             arq.finished.add(arq.job_id)
         # Refused as a duplicate, yet pending here: a re-sent record whose first reply was lost.

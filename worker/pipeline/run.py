@@ -46,6 +46,8 @@ from worker.runtime import Runtime
 # ctx key of (the owner's running set, the shared set of arq ids finished by their record): app.py sets it
 # beside RecoveringWorker's ``finished_elsewhere``.
 ARQ_FINISH = "routeq_arq_finish"
+# ctx key of the shared set of intake arq ids claimed with no calls hash (RecoveringWorker.fresh).
+FRESH_CLAIMS = "routeq_fresh_claims"
 
 log = logging.getLogger("routeq.pipeline")
 
@@ -81,6 +83,10 @@ async def process_job(
             running, finished = ctx[ARQ_FINISH]
             arq = ArqRun(arq_id, queue, running, finished)
         run = JobRun(rt, job, job_try, Tier(parked) if parked else None, payload, fresh_from, arq)
+        fresh: set[str] = ctx.get(FRESH_CLAIMS, set())
+        if arq_id in fresh:
+            fresh.discard(arq_id)
+            run.no_history = job_try == 1 and parked is None and arq_id == job.job_id
         if isinstance(ctx.get("enqueue_time"), dt.datetime):
             run.enqueued_at = ctx["enqueue_time"].timestamp()
         try:
@@ -132,13 +138,17 @@ class JobRun:
         self.planner = RequestPlanner(rt, job, self.batch, self.today)
         self.strategy = self.settings.strategy_for(job.task, job.constraints.strategy)
         self.enqueued_at = time.time()  # arq's enqueue time when known: durations count from it
+        # A first delivery whose claim saw no calls hash: no attempt or paid answer to load.
+        self.no_history = False
 
     # ------------------------------------------------------------------------------------------------
     async def run(self) -> str:
         # A redelivery (try 2+) may be of a job recorded just before its worker died: checked.
-        done, self.attempts, paid = await self.rt.store.load_state(self.job, check_done=self.job_try > 1)
-        if done:
-            return "duplicate"
+        paid: dict[int, dict[str, Any]] = {}
+        if not self.no_history:
+            done, self.attempts, paid = await self.rt.store.load_state(self.job, check_done=self.job_try > 1)
+            if done:
+                return "duplicate"
         route = self.route()
         last = self.attempts[-1] if self.attempts else None
         if last is not None and last.status == "ok" and last.n in paid:
@@ -289,7 +299,9 @@ class JobRun:
                 check_reasons=check.reasons,
                 check_signal=check.top_signal,
             )
-            await self.save(attempt, {"text": res.text, "stop_reason": res.stop_reason}, writes, scope.spend)
+            self.queue_save(attempt, {"text": res.text, "stop_reason": res.stop_reason}, writes, scope.spend)
+            if decision.action != "keep":
+                await self.send(writes, attempt)
             if decision.action == "escalate":
                 escalations += 1
                 tier = Tier(tier.next_up() or tier)
@@ -302,7 +314,8 @@ class JobRun:
                     output=res.text,
                     stop_reason=res.stop_reason,
                 )
-            return await self.finish_done(route, attempt, res.text, res.stop_reason)
+            # The answer's save rides with its record: one round trip where there were two.
+            return await self.finish_done(route, attempt, res.text, res.stop_reason, writes)
 
     def job_mode(self) -> str:
         return self.job.constraints.mode or self.settings.default_mode
@@ -424,9 +437,18 @@ class JobRun:
         spend: Any = None,
     ) -> None:
         """Keep the attempt, write it with whatever else ``writes`` holds (one round trip), count it."""
-        self.attempts.append(attempt)
         writes = writes if writes is not None else WriteBatch(self.rt.redis)
+        self.queue_save(attempt, answer, writes, spend)
+        await self.send(writes, attempt)
+
+    def queue_save(
+        self, attempt: Attempt, answer: dict[str, Any] | None, writes: WriteBatch, spend: Any = None
+    ) -> None:
+        """Keep the attempt and queue its save in ``writes``; :meth:`send` (or a record) writes it."""
+        self.attempts.append(attempt)
         self.rt.store.save_attempt_into(writes, self.job_id, attempt, answer, spend)
+
+    async def send(self, writes: WriteBatch, attempt: Attempt) -> None:
         await persist("save_attempt", writes.execute)  # losing a paid answer means paying again
         self.rt.metrics.observe_attempt(attempt, self.job.tags.tenant)
 
@@ -443,16 +465,32 @@ class JobRun:
             **kw,
         )
 
-    async def finish_done(self, route: RouteRecord, attempt: Attempt, text: str, stop: str | None) -> str:
-        parsed: dict[str, Any] = {}
-        if self.job.output.type == "json":
-            # the json check may be off for this task: an answer that is not JSON stays text
-            with contextlib.suppress(NotJSON):
-                parsed = {"output_type": "json", "parsed_output": parse_json_output(text)}
-        result = self._result(
-            route, "done", tier=attempt.tier, model=attempt.model, output=text, stop_reason=stop, **parsed
-        )
-        if await self.rt.store.record(result, arq=self.arq):
+    async def finish_done(
+        self,
+        route: RouteRecord,
+        attempt: Attempt,
+        text: str,
+        stop: str | None,
+        writes: WriteBatch | None = None,
+    ) -> str:
+        """Record a done job; ``writes``: its last attempt's save, not sent yet, to go with the record."""
+        try:
+            parsed: dict[str, Any] = {}
+            if self.job.output.type == "json":
+                # the json check may be off for this task: an answer that is not JSON stays text
+                with contextlib.suppress(NotJSON):
+                    parsed = {"output_type": "json", "parsed_output": parse_json_output(text)}
+            result = self._result(
+                route, "done", tier=attempt.tier, model=attempt.model, output=text, stop_reason=stop, **parsed
+            )
+        except BaseException:
+            if writes is not None:  # the paid answer is kept whatever went wrong here
+                await self.send(writes, attempt)
+            raise
+        recorded = await self.rt.store.record(result, arq=self.arq, writes=writes)
+        if writes is not None:
+            self.rt.metrics.observe_attempt(attempt, self.job.tags.tenant)
+        if recorded:
             self.rt.metrics.observe_result(result)
             try:
                 await maybe_shadow(self.rt, self.job, self.attempts, attempt, text)

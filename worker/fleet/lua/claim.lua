@@ -4,15 +4,17 @@
 -- same meaning (the in-progress key, here holding the owner token), so the rest of arq is unaffected.
 -- KEYS: 1 queue zset, 2 the owner's running set.
 -- ARGV: 1 now in ms (the worker's clock, as arq uses), 2 jobs wanted, 3 in-progress key prefix,
---       4 in-progress PX in ms, 5 owner token, 6 most queue entries to look at.
--- Returns {id, score, id, score, ...} of the jobs claimed, oldest first.
-local want = tonumber(ARGV[2]) * 2
+--       4 in-progress PX in ms, 5 owner token, 6 most queue entries to look at,
+--       7 the calls-hash key prefix (Keys.calls) when the queue's arq ids are routeq job ids, else ''.
+-- Returns {id, score, fresh, id, score, fresh, ...} of the jobs claimed, oldest first; fresh is 1 when the
+-- job has no calls hash (no model call of it was ever saved), so its run need not load one.
+local want = tonumber(ARGV[2])
 local scan = tonumber(ARGV[6])
-local page = math.max(want, 128)
+local page = math.max(want * 2, 128)
 local got = {}
 local ids_got = {}
 local offset = 0
-while #got < want and offset < scan do
+while #ids_got < want and offset < scan do
   local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, page)
   if #ids == 0 then break end
   -- The claimed jobs still in the queue sit at its head (a running job leaves at its end): one MGET
@@ -21,11 +23,12 @@ while #got < want and offset < scan do
   for i = 1, #ids, 2 do keys[#keys + 1] = ARGV[3] .. ids[i] end
   local held = redis.call('MGET', unpack(keys))
   for i = 1, #ids, 2 do
-    if #got < want and not held[(i + 1) / 2] then
+    if #ids_got < want and not held[(i + 1) / 2] then
       redis.call('SET', keys[(i + 1) / 2], ARGV[5], 'PX', ARGV[4])
       ids_got[#ids_got + 1] = ids[i]
       got[#got + 1] = ids[i]
       got[#got + 1] = ids[i + 1]
+      got[#got + 1] = (ARGV[7] ~= '' and redis.call('EXISTS', ARGV[7] .. ids[i]) == 0) and 1 or 0
     end
   end
   if #ids < page * 2 then break end
