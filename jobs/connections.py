@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.connection import HiredisRespSerializer
@@ -133,6 +133,33 @@ class HiredisPacking:
 _PACKING_CLASSES: dict[type, type] = {}
 
 
+class ConcurrentCheckoutPool(ConnectionPool):
+    """redis-py's asyncio pool, checking out connections without its lock.
+
+    redis-py 5.3 holds one ``asyncio.Lock`` across the whole checkout, including the connection's
+    readiness probe, which awaits a turn of the event loop (redis-py #3692): every command of a busy
+    process then queues for that lock, one per loop turn. Here a worker's 64 jobs waited their turn for
+    it while holding tier slots, and the fleet's slots turned over at a third of their rate. Taking a free
+    connection has no await in it, so on one event loop it needs no lock; the probe runs unlocked, as in
+    redis-py's own ``BlockingConnectionPool`` and before 5.3."""
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        connection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+
+def check_out_concurrently(client: Redis) -> None:
+    """Make ``client``'s pool a :class:`ConcurrentCheckoutPool` (its connections and settings kept)."""
+    pool = client.connection_pool
+    if type(pool) is ConnectionPool:
+        pool.__class__ = ConcurrentCheckoutPool
+
+
 async def pack_with_hiredis(client: Redis) -> None:
     """Make ``client``'s pool open hiredis-packing connections (no-op without hiredis)."""
     pool = client.connection_pool
@@ -182,6 +209,7 @@ async def connect(settings: Settings, url: str | None = None, *, fail_fast: bool
             default_queue_name=settings.keys.intake_queue,
         )
         await pack_with_hiredis(pool)
+        check_out_concurrently(pool)
         return pool
     except (RedisError, OSError) as e:
         raise explain_redis_error(url, e, retries + 1, time.monotonic() - t0) from None
