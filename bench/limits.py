@@ -9,7 +9,10 @@ stand-in enforces the same per-model concurrency itself (an overshoot would show
 1. mixed: ``--jobs`` pinned jobs split in proportion to the limits and interleaved (so every tier is busy
    from the start to the end).
    Per model: max in flight seen by the stand-in, 429s. Throughput in the steady state (between 10% and
-   90% of the jobs finished) as a fraction of the ceiling sum(limit / latency). Target >= 0.9.
+   90% of the jobs finished) as a fraction of the ceiling sum(limit / latency). Target >= 0.95. Beside
+   it, the fraction of the ceiling the stand-in's own mean call time allows (sum(limit / mean call)): the
+   part of the gap that is routeq's, since the stand-in shares the machine's cores and answers a few ms
+   past its latency.
 2. head of line: ``--hol`` haiku jobs alone (anchor rate), then ``--hol`` opus jobs enqueued BEFORE
    ``--hol`` haiku jobs; haiku's steady rate against the anchor. Target >= 0.9. The opus backlog left when
    haiku is done is dropped (it would take hol / (4 / latency) seconds).
@@ -146,6 +149,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         )
         cpu_used = cpu() - cpu0
         rate = steady_rate(samples, len(mixed))
+        slots = occupancy(sampler, s, samples, len(mixed))
+        measured = sum(
+            LIMITS[t] / slots[t.value]["mean_call_s"] for t in TIER_ORDER if slots[t.value]["mean_call_s"]
+        )
         mixed_out = {
             "jobs": counts,
             "done": st["done"],
@@ -155,8 +162,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "steady_jobs_per_s": round(rate, 1),
             "ceiling_jobs_per_s": round(ceiling, 1),
             "fraction_of_ceiling": round(rate / ceiling, 3),
-            "target": 0.9,
-            "slots_steady": occupancy(sampler, s, samples, len(mixed)),
+            "target": 0.95,
+            "slots_steady": slots,
+            "fraction_of_measured_ceiling": round(rate / measured, 3) if measured else None,
             # CPU of the workers and the stand-in over the phase: ~2.0 cores busy means CPU-bound here
             "cpu_ms_per_job": round(cpu_used / max(1, st["done"]) * 1000, 1),
             "cpu_cores_busy": round(cpu_used / max(st["elapsed_s"], 1e-9), 2),
