@@ -251,6 +251,23 @@ async def test_release_exactly_once(gates: GateFactory, redis: Redis) -> None:
     assert tokens == pytest.approx(950, abs=5)  # charged 40 + 10 once each, not 40 three times
 
 
+async def test_an_uncapped_release_with_nobody_waiting_reads_no_clock(
+    gates: GateFactory, redis: Redis
+) -> None:
+    # The common release (no rate limit on the tier, an empty line) is a few commands of every job.
+    gate = await gates(make_settings(concurrency=4))
+
+    async def time_calls() -> int:
+        stats = await redis.info("commandstats")
+        return int(stats.get("cmdstat_time", {}).get("calls", 0))
+
+    adm = await gate.admit(T, 100, 100)
+    before = await time_calls()
+    await adm.release(80, 40)
+    assert await time_calls() == before
+    assert await redis.zcard(KEYS.leases(T)) == 0
+
+
 # --- token buckets -------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,13 @@
 --       15 the releasing process's owner
 -- Returns {1 if the lease was removed (0: already gone), lease id granted or ""}.
 local tier = ARGV[3]
-local now = now_ms()
+-- Redis TIME only when a bucket is settled or a slot is handed on: an uncapped tier with nobody waiting
+-- (the common release) needs no clock.
+local now = nil
+local function clock()
+  if now == nil then now = now_ms() end
+  return now
+end
 local withdraw = ARGV[12] == 'withdraw'
 if withdraw then redis.call('ZREM', KEYS[7], ARGV[14]) end
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
@@ -24,15 +30,15 @@ local settle = (removed == 1 or not withdraw) and (deltas[1] ~= 0 or deltas[2] ~
 if removed == 0 and not settle then return {0, ''} end
 -- One read of the tier's limits serves the settling and the grant below.
 local lims = limits_of(KEYS[2], tier, ARGV[10], ARGV[4], ARGV[5], ARGV[6])
-if settle then
-  buckets_settle({KEYS[3], KEYS[4], KEYS[5]}, {lims[2], lims[3], lims[4]}, deltas, now)
+if settle and (lims[2] or lims[3] or lims[4]) then
+  buckets_settle({KEYS[3], KEYS[4], KEYS[5]}, {lims[2], lims[3], lims[4]}, deltas, clock())
 end
 if removed == 0 then return {0, ''} end
 local head, id, asks = line_head(KEYS[7])
 if head == nil then return {1, ''} end
 local K = {KEYS[1], KEYS[6], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7]}
 local A = {tier, id, ARGV[11], ARGV[10], ARGV[4], ARGV[5], ARGV[6], 1, asks[1], asks[2]}
-local res = acquire(K, A, head, now, lims)
+local res = acquire(K, A, head, clock(), lims)
 if res[1] == 1 then
   local owner = string.match(id, '^(.*):[^:]*$') or id
   if owner ~= ARGV[15] then redis.call('PUBLISH', ARGV[13] .. owner, 'grant:' .. tier .. ':' .. id) end
