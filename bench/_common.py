@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import json
 import os
+import pstats
 import sys
 import tempfile
 import time
@@ -361,3 +363,71 @@ class CpuSampler:
         if nb <= na:
             return 0.0
         return 1000.0 * (self._at(t0 + tb) - self._at(t0 + ta)) / (nb - na)
+
+
+# --- worker profiles ---------------------------------------------------------------------------------
+
+
+def run_profiled_worker(out: str) -> None:
+    """A ``routeq worker`` under cProfile, written to ``out`` when it stops (a benchmark's child mode)."""
+    import worker.app  # noqa: F401  (imports are start-up, not per-job cost: keep them out)
+    from worker import cli
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        cli.main(["worker"])
+    finally:
+        prof.disable()
+        prof.dump_stats(out)
+
+
+def top_costs(path: str, n: int = 15) -> dict[str, Any]:
+    """A worker profile's top self-time functions and the pipeline stages' cumulative time."""
+    st = pstats.Stats(path)
+    raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, fn), (_cc, nc, tt, ct, _callers) in raw.items():
+        rows.append((file, line, fn, nc, tt, ct))
+
+    def label(r: tuple[Any, ...]) -> str:
+        f = str(r[0])
+        for marker in ("/site-packages/", "/work/main/", "/lib/python3.11/"):
+            if marker in f:
+                f = f.split(marker, 1)[1]
+        return f"{f}:{r[1]}({r[2]})"
+
+    total = sum(r[4] for r in rows)
+    by_tt = sorted(rows, key=lambda r: -r[4])[:n]
+    stages = {}
+    wanted = {
+        "worker/pipeline/run.py": (
+            "process_job",
+            "run",
+            "route",
+            "loop",
+            "plan",
+            "admit",
+            "save",
+            "finish_done",
+            "park",
+        ),
+        "worker/pipeline/intake.py": ("parse_payload", "park"),
+        "worker/fleet/store.py": ("load_state", "save_attempt_into", "record"),
+        "worker/fleet/tier_gate.py": ("try_admit", "admit", "_queue_release"),
+        "worker/fleet/arq_worker.py": ("claim_ready",),
+        "worker/pipeline/call.py": ("call", "priced_call"),
+        "worker/observe/tracing.py": ("attempt_span", "genai_span", "record_genai_result"),
+        "arq/worker.py": ("run_job", "finish_job", "start_jobs", "_poll_iteration"),
+        "worker/policy/scorer.py": ("score",),
+        "jobs/contract.py": ("from_wire",),
+    }
+    for r in rows:
+        for suffix, fns in wanted.items():
+            if str(r[0]).endswith(suffix) and r[2] in fns:
+                stages[label(r)] = {"calls": r[3], "cum_s": round(r[5], 3)}
+    return {
+        "total_cpu_s": round(total, 2),
+        "top_tottime": [{"fn": label(r), "calls": r[3], "self_s": round(r[4], 3)} for r in by_tt],
+        "stages_cumulative": dict(sorted(stages.items(), key=lambda kv: -kv[1]["cum_s"])),
+    }

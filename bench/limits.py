@@ -1,6 +1,7 @@
 """Fleet-wide limits under load: never exceeded, slots used, no head-of-line blocking.
 
     .venv/bin/python bench/limits.py [--workers 4] [--latency-ms 200] [--jobs 800] [--hol 500]
+        [--profile-jobs 0]
 
 4 worker processes, the stand-in API at a fixed latency, limits haiku 16 / sonnet 8 / opus 4 (env). The
 stand-in enforces the same per-model concurrency itself (an overshoot would show as 429s as well as in
@@ -17,6 +18,9 @@ stand-in enforces the same per-model concurrency itself (an overshoot would show
    ``--hol`` haiku jobs; haiku's steady rate against the anchor. Target >= 0.9. The opus backlog left when
    haiku is done is dropped (it would take hol / (4 / latency) seconds).
 
+3. with ``--profile-jobs N``: one worker is replaced by one under cProfile and N mixed jobs run; its top
+   costs are listed (as in ``bench/overhead.py``).
+
 Prints one JSON object.
 """
 
@@ -24,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +44,11 @@ from _common import (
     api_stats,
     cpu_s,
     emit,
+    run_profiled_worker,
     settings_for,
     steady_rate,
     steady_window,
+    top_costs,
     wait_batch,
     wait_workers,
     worker_env,
@@ -110,6 +118,32 @@ def occupancy(api: ApiSampler, s: Settings, samples: list[tuple[float, int]], to
         w = api.window(s.model_for(t), t0, t1)
         out[t.value] = {**w, "occupancy": round(w["mean_in_flight"] / LIMITS[t], 3)}
     return out
+
+
+async def profile_phase(
+    procs: Procs,
+    redis: Redis,
+    s: Settings,
+    kids: list[Any],
+    env: dict[str, str],
+    args: argparse.Namespace,
+    ceiling: float,
+) -> dict[str, Any]:
+    """One of the workers under cProfile on a fresh mixed batch (the others as before): its top costs."""
+    procs.stop_children(kids[-1:])
+    fd, out = tempfile.mkstemp(prefix="routeq-limits-prof-", suffix=".pstats")
+    os.close(fd)
+    os.unlink(out)
+    procs.temp_file(out)
+    kid = procs.spawn([sys.executable, __file__, "--_profiled-worker", out], env, "profiled")
+    await wait_workers(redis, s, args.workers)
+    total = sum(LIMITS.values())
+    jobs = interleave([pinned(t, args.profile_jobs * n // total, "prof") for t, n in LIMITS.items()])
+    st, _ = await run_batch(redis, s, jobs, "prof", timeout=len(jobs) / ceiling * 10 + 30)
+    procs.stop_children([kid], timeout=60)
+    if not Path(out).exists():
+        return {"error": "profile not written"}
+    return {"jobs": st["done"], "elapsed_s": st["elapsed_s"], **top_costs(out)}
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,6 +227,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         opus_st = await batch_status(redis, s.keys, "hol-opus")
         hol_models = per_model(api_url, s)
         await redis.delete(s.keys.intake_queue, s.keys.tier_queue(Tier.opus))  # drop the opus backlog
+        prof = None
+        if args.profile_jobs:
+            prof = await profile_phase(procs, redis, s, kids, env, args, ceiling)
         await redis.aclose()
     return {
         "bench": "limits",
@@ -202,6 +239,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "limits": {t.value: n for t, n in LIMITS.items()},
         "worker_startup_s": round(startup_s, 1),
         "mixed": mixed_out,
+        "profile_one_worker": prof,
         "head_of_line": {
             "haiku_alone": {
                 "done": alone_st["done"],
@@ -224,11 +262,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--_profiled-worker":
+        run_profiled_worker(sys.argv[2])
+        sys.exit(0)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--latency-ms", type=float, default=200.0)
     ap.add_argument("--jobs", type=int, default=800)
     ap.add_argument("--hol", type=int, default=500)
+    ap.add_argument(
+        "--profile-jobs",
+        type=int,
+        default=0,
+        help="then run one of the workers under cProfile on this many mixed jobs and list its top costs",
+    )
     ap.add_argument(
         "--redis",
         choices=("tcp", "unix"),

@@ -1,7 +1,7 @@
 """routeq's per-job overhead against bare arq, in one run.
 
     .venv/bin/python bench/overhead.py [--jobs 2000] [--workers 2] [--poll-delay 0.05] [--profile-jobs 1000]
-        [--transport httpx|aiohttp] [--rounds 3]
+        [--transport httpx|aiohttp] [--rounds 3] [--anchor-checkout stock|concurrent]
 
 (a) bare arq: ``arq.Worker`` processes running a no-op async function; jobs enqueued with
     ``create_pool().enqueue_job`` in a loop. Same worker count, poll delay, ``max_jobs`` (routeq's intake
@@ -9,7 +9,8 @@
 (a') the same bare arq workers running only the model call each routeq job makes (the official SDK, one
     ``messages.create`` to the stand-in): the floor any worker that calls the API pays on this machine.
     Its client is configured as routeq's is: the same HTTP transport (``--transport``, default routeq's
-    ``http_transport`` default), SDK retries and the SDK's own OpenTelemetry spans off.
+    ``http_transport`` default), SDK retries and the SDK's own OpenTelemetry spans off. Its Redis pool is
+    redis-py's own unless ``--anchor-checkout concurrent`` gives it routeq's lock-free checkout too.
 (b) routeq: the same number of jobs through ``routeq worker`` processes (default settings: learned router,
     limits, caching layout, results and aggregates) against the stand-in API at 0 latency; jobs enqueued
     with the bulk ``Producer.enqueue``.
@@ -32,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import os
-import pstats
 import statistics
 import sys
 import tempfile
@@ -54,8 +53,10 @@ from _common import (
     emit,
     per_job_commands,
     poll_commands,
+    run_profiled_worker,
     settings_for,
     steady_rate,
+    top_costs,
     wait_batch,
     worker_env,
 )
@@ -71,6 +72,9 @@ ARQ_QUEUE = "bench:arq"
 TRANSPORTS = ("httpx", "aiohttp")
 DEFAULT_TRANSPORT = str(Settings.model_fields["http_transport"].default)
 INTAKE_MAX_JOBS = 64
+# "concurrent": the arq anchors check Redis connections out as routeq does (jobs/connections.py), not with
+# redis-py 5.3's locked checkout; set from --anchor-checkout and read by the anchors' worker processes.
+ANCHOR_CHECKOUT_ENV = "ROUTEQ_BENCH_ANCHOR_CHECKOUT"
 
 
 # --- child modes ----------------------------------------------------------------------------------
@@ -108,12 +112,19 @@ def run_arq_worker(url: str, poll_delay: float, api_url: str | None, transport: 
         await ctx["client"].close()
 
     async def main() -> None:
+        from arq.connections import create_pool
+
+        pool = await create_pool(RedisSettings.from_dsn(url))
+        if os.environ.get(ANCHOR_CHECKOUT_ENV) == "concurrent":
+            from jobs.connections import check_out_concurrently
+
+            check_out_concurrently(pool)
         w = Worker(
             [sdk_call if api_url else noop],
             on_startup=startup if api_url else None,
             on_shutdown=shutdown if api_url else None,
             queue_name=ARQ_QUEUE,
-            redis_settings=RedisSettings.from_dsn(url),
+            redis_pool=pool,
             poll_delay=poll_delay,
             max_jobs=INTAKE_MAX_JOBS,
             keep_result=0,
@@ -126,19 +137,6 @@ def run_arq_worker(url: str, poll_delay: float, api_url: str | None, transport: 
 
     with contextlib.suppress(asyncio.CancelledError):
         asyncio.run(main())
-
-
-def run_profiled_worker(out: str) -> None:
-    import worker.app  # noqa: F401  (imports are start-up, not per-job cost: keep them out)
-    from worker import cli
-
-    prof = cProfile.Profile()
-    prof.enable()
-    try:
-        cli.main(["worker"])
-    finally:
-        prof.disable()
-        prof.dump_stats(out)
 
 
 # --- phases -----------------------------------------------------------------------------------------
@@ -364,56 +362,6 @@ async def phase_routeq(
     }
 
 
-def top_costs(path: str, n: int = 15) -> dict[str, Any]:
-    st = pstats.Stats(path)
-    raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
-    rows = []
-    for (file, line, fn), (_cc, nc, tt, ct, _callers) in raw.items():
-        rows.append((file, line, fn, nc, tt, ct))
-
-    def label(r: tuple[Any, ...]) -> str:
-        f = str(r[0])
-        for marker in ("/site-packages/", "/work/main/", "/lib/python3.11/"):
-            if marker in f:
-                f = f.split(marker, 1)[1]
-        return f"{f}:{r[1]}({r[2]})"
-
-    total = sum(r[4] for r in rows)
-    by_tt = sorted(rows, key=lambda r: -r[4])[:n]
-    stages = {}
-    wanted = {
-        "worker/pipeline/run.py": (
-            "process_job",
-            "run",
-            "route",
-            "loop",
-            "plan",
-            "admit",
-            "save",
-            "finish_done",
-            "park",
-        ),
-        "worker/pipeline/intake.py": ("parse_payload", "park"),
-        "worker/fleet/store.py": ("load_state", "save_attempt_into", "record"),
-        "worker/fleet/tier_gate.py": ("try_admit", "admit", "_queue_release"),
-        "worker/fleet/arq_worker.py": ("claim_ready",),
-        "worker/pipeline/call.py": ("call", "priced_call"),
-        "worker/observe/tracing.py": ("attempt_span", "genai_span", "record_genai_result"),
-        "arq/worker.py": ("run_job", "finish_job", "start_jobs", "_poll_iteration"),
-        "worker/policy/scorer.py": ("score",),
-        "jobs/contract.py": ("from_wire",),
-    }
-    for r in rows:
-        for suffix, fns in wanted.items():
-            if str(r[0]).endswith(suffix) and r[2] in fns:
-                stages[label(r)] = {"calls": r[3], "cum_s": round(r[5], 3)}
-    return {
-        "total_cpu_s": round(total, 2),
-        "top_tottime": [{"fn": label(r), "calls": r[3], "self_s": round(r[4], 3)} for r in by_tt],
-        "stages_cumulative": dict(sorted(stages.items(), key=lambda kv: -kv[1]["cum_s"])),
-    }
-
-
 async def phase_profile(
     procs: Procs, url: str, api_url: str, n: int, poll: float, keep: str | None, transport: str
 ) -> dict[str, Any]:
@@ -483,6 +431,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "poll_delay_s": args.poll_delay,
         "http_transport": args.transport,
+        "anchor_redis_checkout": args.anchor_checkout,
         "arq_noop": arq_res,
         "rounds": args.rounds,
         "arq_sdk_call": arq_sdk,  # the pair of the median round (with an even count, the last)
@@ -528,6 +477,12 @@ if __name__ == "__main__":
         default=3,
         help="alternating rounds of the SDK-call anchor and routeq; the ratio is their median (default 3)",
     )
+    ap.add_argument(
+        "--anchor-checkout",
+        choices=("stock", "concurrent"),
+        default="stock",
+        help="the arq anchors' Redis pool: redis-py's own (default), or routeq's concurrent checkout",
+    )
     ap.add_argument("--profile-out", help="keep the worker's pstats file here (default: a temp file)")
     ap.add_argument(
         "--transport",
@@ -535,4 +490,6 @@ if __name__ == "__main__":
         default=DEFAULT_TRANSPORT,
         help=f"the SDK's HTTP transport for routeq and the SDK-call anchor (default {DEFAULT_TRANSPORT})",
     )
-    print(emit(asyncio.run(main(ap.parse_args()))))
+    parsed = ap.parse_args()
+    os.environ[ANCHOR_CHECKOUT_ENV] = parsed.anchor_checkout
+    print(emit(asyncio.run(main(parsed))))
