@@ -4,6 +4,7 @@ exit), a job counts once, and `routeq retry`'s undo of a still-pending job leave
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 
@@ -240,3 +241,26 @@ async def test_the_recovering_worker_skips_the_finish_a_record_did(redis_url: st
     assert finished == set() and await redis.zcard("q") == 2  # skipped: the record did it
     await w.finish_job("other", True, None, None, False, None, None)
     assert await redis.zrange("q", 0, -1) == [b"done1"]
+
+
+async def test_a_process_recording_without_pause_applies_through_the_flush_only(
+    redis_url: str, redis: Redis
+) -> None:
+    # Only a record after a pause of every_s applies at once; while records keep coming (spaced less than
+    # every_s apart), every one goes through the flush, the first one after a flush included.
+    s = settings(redis_url)
+    pending = PendingAggregates(redis, s.keys, OWNER, every_s=0.2)
+    store = Store(redis, s, pending)
+    jobs = [result(i) for i in range(8)]
+    assert await store.record(jobs[0])  # a quiet process: at once
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(jobs[0])
+    for r in jobs[1:]:
+        await asyncio.sleep(0.05)
+        assert await store.record(r)
+        assert len(pending) == 1, "applied at once while the process was busy"
+        assert await pending.flush() == 1
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(*jobs)
+    await asyncio.sleep(0.25)
+    late = result(100)
+    assert await store.record(late) and len(pending) == 0  # after a pause: at once again
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(*jobs, late)
