@@ -272,6 +272,55 @@ async def command_counts(redis: Redis) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
 
 
+class CommandSampler:
+    """Reads ``INFO commandstats`` every ``every`` s in the background (on its own client), so a phase's
+    commands per job can be taken over the same steady window as its throughput (:meth:`per_job`)."""
+
+    def __init__(self, url: str, every: float = 0.2) -> None:
+        self.url, self.every = url, every
+        self.points: list[tuple[float, dict[str, int]]] = []  # (monotonic seconds, counts)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        redis = Redis.from_url(self.url)
+        try:
+            while True:
+                self.points.append((time.monotonic(), await command_counts(redis)))
+                await asyncio.sleep(self.every)
+        finally:
+            await redis.aclose()
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def per_job(
+        self, samples: list[Sample], total: int, t0: float, poll: dict[str, int], polls_per_s: float
+    ) -> float | None:
+        """Commands per job finished between the readings nearest the steady window's ends, less the
+        benchmark's own progress polls (``poll``: one poll's commands, ``polls_per_s`` of them)."""
+        ends = _steady_ends(samples, total, 0.1, 0.9)
+        if ends is None or len(self.points) < 2:
+            return None
+        (ta, na), (tb, nb) = ends
+
+        def near(t: float) -> tuple[float, dict[str, int]]:
+            return min(self.points, key=lambda p: abs(p[0] - t0 - t))
+
+        (pa, ca), (pb, cb) = near(ta), near(tb)
+        if pb <= pa:
+            return None
+        jobs = (nb - na) / (tb - ta) * (pb - pa)  # jobs finished between the two readings
+        own = sum(poll.values()) * polls_per_s * (pb - pa)
+        n = sum(cb.get(k, 0) - ca.get(k, 0) for k in cb if k != "info") - own
+        return round(n / jobs, 2) if jobs > 0 else None
+
+
 def per_job_commands(
     before: dict[str, int],
     after: dict[str, int],

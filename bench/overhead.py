@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     ROOT,
+    CommandSampler,
     CpuSampler,
     Procs,
     api_stats,
@@ -339,13 +340,18 @@ async def phase_routeq(
     kids = procs.workers(workers, env)
     cpu = CpuSampler([k.proc.pid for k in kids])
     cpu.start()
+    counts = CommandSampler(url)
+    counts.start()
     samples: list[tuple[float, int]] = []
     t0 = time.monotonic()
     st = await wait_batch(redis, s, "ovh", res.enqueued, timeout=600, every=0.05, samples=samples)
     cpu_total = await cpu.stop()
+    await counts.stop()
     cmds1 = await command_counts(redis)
-    own = await poll_commands(redis, lambda: batch_status(redis, s.keys, "ovh"), len(samples))
+    one_poll = await poll_commands(redis, lambda: batch_status(redis, s.keys, "ovh"))
+    own = {k: v * len(samples) for k, v in one_poll.items()}
     cmds = per_job_commands(cmds0, cmds1, n, minus=own)
+    cmds["steady"] = counts.per_job(samples, n, t0, one_poll, len(samples) / max(samples[-1][0], 1e-9))
     stats = api_stats(api_url)
     requests = sum(m["requests"] for m in stats["models"].values()) - sum(
         m["requests"] for m in before["models"].values()
