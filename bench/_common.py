@@ -272,14 +272,38 @@ async def command_counts(redis: Redis) -> dict[str, int]:
     return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
 
 
-class CommandSampler:
+class BackgroundSampler:
+    """Runs ``_run`` (a loop appending to ``points``) as a task between :meth:`start` and :meth:`halt`."""
+
+    points: list[Any]
+
+    def __init__(self) -> None:
+        self.points = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.points.clear()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def halt(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class CommandSampler(BackgroundSampler):
     """Reads ``INFO commandstats`` every ``every`` s in the background (on its own client), so a phase's
     commands per job can be taken over the same steady window as its throughput (:meth:`per_job`)."""
 
+    points: list[tuple[float, dict[str, int]]]  # (monotonic seconds, counts)
+
     def __init__(self, url: str, every: float = 0.2) -> None:
+        super().__init__()
         self.url, self.every = url, every
-        self.points: list[tuple[float, dict[str, int]]] = []  # (monotonic seconds, counts)
-        self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         redis = Redis.from_url(self.url)
@@ -289,15 +313,6 @@ class CommandSampler:
                 await asyncio.sleep(self.every)
         finally:
             await redis.aclose()
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def per_job(
         self, samples: list[Sample], total: int, t0: float, poll: dict[str, int], polls_per_s: float
@@ -366,7 +381,7 @@ def emit(obj: dict[str, Any]) -> str:
     return json.dumps(obj, indent=2, sort_keys=False, default=str)
 
 
-class CpuSampler:
+class CpuSampler(BackgroundSampler):
     """Samples the CPU time (user + system) a set of processes has used, in the background.
 
     ``per_job_ms(samples, total)`` is the CPU spent per job finished over :func:`steady_rate`'s window of
@@ -374,10 +389,11 @@ class CpuSampler:
     start-up and the tail are left out, as they are for throughput.
     """
 
+    points: list[tuple[float, float]]  # (monotonic seconds, CPU seconds of all pids)
+
     def __init__(self, pids: list[int], every: float = 0.05) -> None:
+        super().__init__()
         self.pids, self.every = pids, every
-        self.points: list[tuple[float, float]] = []  # (monotonic seconds, CPU seconds of all pids)
-        self._task: asyncio.Task[None] | None = None
 
     def read(self) -> float:
         return sum(cpu_s(p) for p in self.pids)
@@ -387,16 +403,9 @@ class CpuSampler:
             self.points.append((time.monotonic(), self.read()))
             await asyncio.sleep(self.every)
 
-    def start(self) -> None:
-        self.points.clear()
-        self._task = asyncio.ensure_future(self._run())
-
     async def stop(self) -> float:
         """Stop sampling; the processes' CPU seconds so far."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.halt()
         last = self.read()
         self.points.append((time.monotonic(), last))
         return last
@@ -415,6 +424,40 @@ class CpuSampler:
 
 
 # --- worker profiles ---------------------------------------------------------------------------------
+
+
+PROFILED_WORKER = "--_profiled-worker"
+
+
+def profiled_worker_mode() -> None:
+    """In a benchmark's child started by :func:`start_profiled_worker`: run the worker, then exit."""
+    if len(sys.argv) > 2 and sys.argv[1] == PROFILED_WORKER:
+        run_profiled_worker(sys.argv[2])
+        sys.exit(0)
+
+
+def start_profiled_worker(
+    procs: Procs, script: str, env: dict[str, str], keep: str | None = None
+) -> tuple[Child, str]:
+    """``script`` re-run as a profiled ``routeq worker``; returns it and the profile's path (``keep``, else
+    a temp file removed at exit), written by the child when it stops: its presence means it is complete."""
+    if keep:
+        out = keep
+        Path(out).unlink(missing_ok=True)
+    else:
+        fd, out = tempfile.mkstemp(prefix="routeq-prof-", suffix=".pstats")
+        os.close(fd)
+        os.unlink(out)
+        procs.temp_file(out)
+    return procs.spawn([sys.executable, script, PROFILED_WORKER, out], env, "profiled"), out
+
+
+def profiled_costs(procs: Procs, kid: Child, out: str, st: dict[str, Any]) -> dict[str, Any]:
+    """Stop the profiled worker; its batch's ``st`` (a :func:`wait_batch` status) and its top costs."""
+    procs.stop_children([kid], timeout=60)
+    if not Path(out).exists():
+        return {"error": "profile not written"}
+    return {"jobs": st["done"], "elapsed_s": st["elapsed_s"], **top_costs(out)}
 
 
 def run_profiled_worker(out: str) -> None:

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +42,12 @@ from _common import (
     api_stats,
     cpu_s,
     emit,
-    run_profiled_worker,
+    profiled_costs,
+    profiled_worker_mode,
     settings_for,
+    start_profiled_worker,
     steady_rate,
     steady_window,
-    top_costs,
     wait_batch,
     wait_workers,
     worker_env,
@@ -131,19 +130,12 @@ async def profile_phase(
 ) -> dict[str, Any]:
     """One of the workers under cProfile on a fresh mixed batch (the others as before): its top costs."""
     procs.stop_children(kids[-1:])
-    fd, out = tempfile.mkstemp(prefix="routeq-limits-prof-", suffix=".pstats")
-    os.close(fd)
-    os.unlink(out)
-    procs.temp_file(out)
-    kid = procs.spawn([sys.executable, __file__, "--_profiled-worker", out], env, "profiled")
+    kid, out = start_profiled_worker(procs, __file__, env)
     await wait_workers(redis, s, args.workers)
     total = sum(LIMITS.values())
     jobs = interleave([pinned(t, args.profile_jobs * n // total, "prof") for t, n in LIMITS.items()])
     st, _ = await run_batch(redis, s, jobs, "prof", timeout=len(jobs) / ceiling * 10 + 30)
-    procs.stop_children([kid], timeout=60)
-    if not Path(out).exists():
-        return {"error": "profile not written"}
-    return {"jobs": st["done"], "elapsed_s": st["elapsed_s"], **top_costs(out)}
+    return profiled_costs(procs, kid, out, st)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -262,9 +254,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--_profiled-worker":
-        run_profiled_worker(sys.argv[2])
-        sys.exit(0)
+    profiled_worker_mode()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--latency-ms", type=float, default=200.0)

@@ -36,7 +36,6 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -54,10 +53,11 @@ from _common import (
     emit,
     per_job_commands,
     poll_commands,
-    run_profiled_worker,
+    profiled_costs,
+    profiled_worker_mode,
     settings_for,
+    start_profiled_worker,
     steady_rate,
-    top_costs,
     wait_batch,
     worker_env,
 )
@@ -346,7 +346,7 @@ async def phase_routeq(
     t0 = time.monotonic()
     st = await wait_batch(redis, s, "ovh", res.enqueued, timeout=600, every=0.05, samples=samples)
     cpu_total = await cpu.stop()
-    await counts.stop()
+    await counts.halt()
     cmds1 = await command_counts(redis)
     one_poll = await poll_commands(redis, lambda: batch_status(redis, s.keys, "ovh"))
     own = {k: v * len(samples) for k, v in one_poll.items()}
@@ -374,24 +374,13 @@ async def phase_profile(
     s = settings_for(url)
     redis = Redis.from_url(url)
     res = await Producer(redis, s).enqueue(make_jobs(n, "prof"), batch="prof")
-    if keep:
-        out = keep
-        Path(out).unlink(missing_ok=True)
-    else:
-        fd, out = tempfile.mkstemp(prefix="routeq-prof-", suffix=".pstats")
-        os.close(fd)
-        os.unlink(out)
-        procs.temp_file(out)
-    # written by the child at exit; its presence means the profile is complete
     env = worker_env(url, api_url, ROUTEQ_POLL_DELAY_S=str(poll), ROUTEQ_HTTP_TRANSPORT=transport)
-    kid = procs.spawn([sys.executable, __file__, "--_profiled-worker", out], env, "profiled")
+    kid, out = start_profiled_worker(procs, __file__, env, keep)
     st = await wait_batch(redis, s, "prof", res.enqueued, timeout=600, every=0.1)
-    procs.stop_children([kid], timeout=60)
+    costs = profiled_costs(procs, kid, out, st)
     await redis.flushall()
     await redis.aclose()
-    if not Path(out).exists():
-        return {"error": "profile not written"}
-    return {"jobs": st["done"], "elapsed_s": st["elapsed_s"], **top_costs(out)}
+    return costs
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -470,9 +459,7 @@ if __name__ == "__main__":
         a = p.parse_args()
         run_arq_worker(a.url, a.poll_delay, a.api, a.transport)
         sys.exit(0)
-    if len(sys.argv) > 1 and sys.argv[1] == "--_profiled-worker":
-        run_profiled_worker(sys.argv[2])
-        sys.exit(0)
+    profiled_worker_mode()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=2)
