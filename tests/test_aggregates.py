@@ -264,3 +264,32 @@ async def test_a_process_recording_without_pause_applies_through_the_flush_only(
     late = result(100)
     assert await store.record(late) and len(pending) == 0  # after a pause: at once again
     assert await agg(redis, s.keys.batch_agg("b")) == expected(*jobs, late)
+
+
+async def test_a_flush_applies_only_what_was_recorded_before_it(redis_url: str, redis: Redis) -> None:
+    # Records landing while a flush's script call is in flight wait for the next flush: a flush that
+    # drained until empty kept a busy process flushing back to back instead of once per every_s.
+    s = settings(redis_url)
+    pending = busy(PendingAggregates(redis, s.keys, OWNER, every_s=60))
+    store = Store(redis, s, pending)
+    first, late = [result(i) for i in range(3)], [result(i) for i in range(3, 5)]
+    for r in first:
+        assert await store.record(r)
+    script = pending._script
+    calls = 0
+
+    async def record_meanwhile(**kw: object) -> object:
+        nonlocal calls
+        calls += 1
+        out = await script(**kw)  # type: ignore[arg-type]
+        if calls == 1:
+            for r in late:
+                assert await store.record(r)
+        return out
+
+    pending._script = record_meanwhile  # type: ignore[assignment]
+    assert await pending.flush() == 3
+    assert calls == 1 and len(pending) == 2
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(*first)
+    assert await pending.flush() == 2
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(*first, *late)

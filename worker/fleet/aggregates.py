@@ -144,11 +144,17 @@ class PendingAggregates:
         return got
 
     async def flush(self) -> int:
-        """Apply everything recorded so far; returns how many members were applied by this call."""
+        """Apply what was recorded before this call; returns how many members it applied.
+
+        Members recorded while its script calls are in flight wait for the next flush: draining until
+        empty kept a busy process flushing back to back (a flush every ~20 ms, each with its ~30
+        HINCRBYs), not once per ``every_s``."""
         applied = 0
         async with self._lock:
-            while self._members:
-                part = self._members[:MAX_MEMBERS]
+            todo = len(self._members)
+            while todo > 0:
+                part = self._members[: min(todo, MAX_MEMBERS)]
+                todo -= len(part)
                 applied += int(await self._script(keys=[self.key], args=self._args(part)))
                 del self._members[: len(part)]
                 self._ids.difference_update(m[0] for m in part)
