@@ -358,3 +358,27 @@ async def test_caps_set_before_the_index_existed_are_found(redis: Redis) -> None
     assert not await b.capped("someone-else", "any")
     refused = await b.reserve_if_capped("legacy", "any", 2 * CENT, "t1")
     assert isinstance(refused, BudgetRefusal) and refused.scope == "tenant"
+
+
+async def test_callers_due_at_once_share_one_caps_read(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every job admitted in the same moment asked Redis itself: a burst of reads (and of new connections)
+    # each second, and at start-up one index rebuild (a SCAN of the keyspace) per waiting job.
+    await redis.hset(KEYS.budget("tenant", "legacy"), "cap", str(CENT))  # type: ignore[misc]
+    b = Budgets(redis, KEYS)
+    reads = {"smembers": 0, "scan": 0}
+    smembers, scan_iter = redis.smembers, redis.scan_iter
+
+    def counting(name: str, fn: object) -> object:
+        def wrapped(*a: object, **kw: object) -> object:
+            reads[name] += 1
+            return fn(*a, **kw)  # type: ignore[operator]
+
+        return wrapped
+
+    monkeypatch.setattr(redis, "smembers", counting("smembers", smembers))
+    monkeypatch.setattr(redis, "scan_iter", counting("scan", scan_iter))
+    got = await asyncio.gather(*(b.capped("legacy" if i % 2 else "other", "any") for i in range(30)))
+    assert got == [bool(i % 2) for i in range(30)]
+    assert reads == {"smembers": 1, "scan": 2}  # one read; one index rebuild (a scan per scope)
+    await asyncio.gather(*(b.capped("other", "any") for _ in range(30)))
+    assert reads["smembers"] == 1  # fresh: no read at all

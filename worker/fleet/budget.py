@@ -21,6 +21,7 @@ before the index existed are found by a one-off SCAN (until then every call rese
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -122,6 +123,7 @@ class Budgets:
         self._capped: frozenset[str] = frozenset()
         self._capped_complete = False
         self._capped_at = -CAPS_REFRESH_S
+        self._refreshing: asyncio.Future[None] | None = None
 
     @classmethod
     def for_settings(cls, redis: Redis, settings: Settings) -> Budgets:
@@ -176,16 +178,29 @@ class Budgets:
 
     async def capped(self, tenant: str, batch: str) -> bool:
         """Whether either scope has a cap (as of at most ``CAPS_REFRESH_S`` ago); True when unsure."""
-        now = time.monotonic()
-        if now - self._capped_at >= CAPS_REFRESH_S:
-            members = {as_text(m) for m in await self.redis.smembers(self.keys.budget_capped)}  # type: ignore[misc]
-            if CAPS_COMPLETE not in members:
-                members = await self._index_caps()
-            self._capped, self._capped_complete = frozenset(members), CAPS_COMPLETE in members
-            self._capped_at = now
+        if time.monotonic() - self._capped_at >= CAPS_REFRESH_S:
+            # One read for every caller due at once: a refresh per caller was a burst of reads (and of
+            # new connections) each second, and at start-up one index rebuild (a SCAN) per waiting job.
+            if self._refreshing is None:
+                self._refreshing = asyncio.ensure_future(self._refresh_caps())
+                self._refreshing.add_done_callback(self._refreshed)
+            await asyncio.shield(self._refreshing)
         if not self._capped_complete:
             return True
         return f"tenant:{tenant}" in self._capped or f"batch:{batch}" in self._capped
+
+    async def _refresh_caps(self) -> None:
+        now = time.monotonic()
+        members = {as_text(m) for m in await self.redis.smembers(self.keys.budget_capped)}  # type: ignore[misc]
+        if CAPS_COMPLETE not in members:
+            members = await self._index_caps()
+        self._capped, self._capped_complete = frozenset(members), CAPS_COMPLETE in members
+        self._capped_at = now
+
+    def _refreshed(self, task: asyncio.Future[None]) -> None:
+        self._refreshing = None
+        if not task.cancelled():
+            task.exception()  # its callers saw it; retrieved here so it is never reported as lost
 
     async def _index_caps(self) -> set[str]:
         """Build Keys.budget_capped from the budget hashes (caps set before the index existed)."""
