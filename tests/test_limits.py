@@ -439,6 +439,25 @@ async def test_waiter_gets_a_released_slot_quickly(gates: GateFactory) -> None:
     assert max(latencies) < 0.1
 
 
+async def test_a_granted_waiter_resumes_on_the_next_turn_of_the_event_loop(gates: GateFactory) -> None:
+    # Each turn of a busy worker's event loop takes milliseconds while the granted slot sits idle: the
+    # grant must reach the waiting admit in one turn (a wait_for over a shield took three).
+    settings = make_settings(concurrency=1)
+    gate = await gates(settings)
+    held = await admitted(await gate.try_admit(T, 1, 1))
+    waiter = asyncio.create_task(gate.admit(T, 1, 1, timeout_s=5))
+    while not gate.waiting(T):
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # its try was refused: it waits for the wake
+    await held.release(1, 1)  # the grant comes back in the reply, which sets the waiter's wake
+    turns = 0
+    while not waiter.done():
+        await asyncio.sleep(0)
+        turns += 1
+    assert turns <= 1
+    await (await waiter).release(1, 1)
+
+
 # --- the line: first come, first served across processes ------------------------------------------------
 
 

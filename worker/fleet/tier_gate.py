@@ -85,9 +85,15 @@ def lease_id_prefix(owner: str) -> str:
     return owner + ":"
 
 
+def _resolve(fut: asyncio.Future[str], value: str) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
 @dataclass(eq=False)
 class _Waiter:
-    """An ``admit`` call waiting in the line; ``wake`` resolves to "grant" (the slot is ours) or "retry"."""
+    """An ``admit`` call waiting in the line; ``wake`` resolves to "grant" (the slot is ours), "retry" (an
+    event says try again) or "timeout" (its pause is over)."""
 
     tier: Tier
     lease_id: str
@@ -335,8 +341,14 @@ class TierGate:
                         raise AdmissionTimeout(tier, time.monotonic() - start, got)
                     pause = min(pause, left)
                 if not w.wake.done():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(w.wake), timeout=max(pause, 0.001))
+                    # The wake future itself, with a timer that resolves it: a grant reaches this task in
+                    # one turn of the event loop, where wait_for(shield(...)) took three (each a few ms
+                    # on a busy worker, while the granted slot sits idle).
+                    timer = loop.call_later(max(pause, 0.001), _resolve, w.wake, "timeout")
+                    try:
+                        await w.wake
+                    finally:
+                        timer.cancel()
         finally:
             del self._waiting[w.lease_id]
             if in_line and not isinstance(got, Admission):
