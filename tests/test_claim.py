@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.worker import func
 
 from jobs.keys import Keys
@@ -128,3 +128,40 @@ async def test_claim_tells_which_jobs_have_no_saved_calls(pool: ArqRedis) -> Non
     assert await plain.claim_ready(2) == 2
     assert plain.fresh == set()
     await asyncio.gather(*plain.tasks.values())
+
+
+async def test_a_claimed_run_starts_from_the_claims_reads(pool: ArqRedis) -> None:
+    # arq's run_job opens with a MULTI of its own (GET the job, INCR and EXPIRE its retry key); the claim
+    # script does those reads, so a run costs one round trip less and still sees its delivery count.
+    for i in range(3):
+        await pool.enqueue_job("job", f"r{i}", _job_id=f"r{i}", _queue_name=QUEUE)
+    await pool.set(retry_key_prefix + "r1", 2)  # delivered twice before
+    await pool.enqueue_job("job", "gone", _job_id="gone", _queue_name=QUEUE)
+    await pool.delete(job_key_prefix + "gone")  # its job key expired: arq fails it as it would
+    tries: dict[str, int] = {}
+
+    async def job(ctx: dict[str, Any], tag: str) -> None:
+        tries[tag] = ctx["job_try"]
+
+    w = RecoveringWorker(
+        [func(job, name="job")],
+        queue_name=QUEUE,
+        redis_pool=pool,
+        max_jobs=8,
+        handle_signals=False,
+        keep_result=0,
+        poll_delay=0.01,
+        recovery_owner="R:1",
+        recovery_keys=KEYS,
+    )
+    before = await multis(pool)
+    assert await w.claim_ready(8) == 4
+    await asyncio.gather(*w.tasks.values())
+    assert tries == {"r0": 1, "r1": 3, "r2": 1}
+    assert await multis(pool) - before == 4  # arq's finish only: one MULTI per run, not two
+    assert await pool.zcard(QUEUE) == 0  # the expired one was finished as failed
+
+
+async def multis(pool: ArqRedis) -> int:
+    stats = await pool.info("commandstats")
+    return int(stats.get("cmdstat_multi", {}).get("calls", 0))

@@ -1,13 +1,17 @@
 """The one place routeq depends on arq's internals (pinned: arq==0.28.0).
 
 ``RecoveringWorker`` overrides ``Worker._poll_iteration``, ``finish_job`` and ``finish_failed_job``
-to claim with one script and to keep the owner's running set in step with arq's own keys."""
+to claim with one script and to keep the owner's running set in step with arq's own keys. The claim
+script also does what ``Worker.run_job`` opens with (one MULTI: GET the job, INCR and EXPIRE its retry
+key); the run gets those replies from the claim instead of a round trip of its own."""
 
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
+from arq.connections import ArqRedis
 from arq.constants import (
     abort_jobs_ss,
     in_progress_key_prefix,
@@ -27,6 +31,51 @@ log = logging.getLogger("routeq.recovery")
 # Most queue entries one claim looks at: entries already claimed (e.g. tier jobs waiting for a slot) sit at
 # the head of a queue and are skipped, so the claim reaches ready work behind them.
 CLAIM_SCAN = 2000
+# arq's retry-key TTL (Worker.run_job), which the claim script sets as arq would.
+RETRY_KEY_TTL_S = 88400
+
+ClaimedReads = tuple[bytes | None, int]  # the job's serialized form (None: expired) and its delivery count
+# Set in a claimed job's run task; taken by the first pipeline that run asks for, which is arq's opening
+# GET/INCR/EXPIRE (see RecoveringWorker.pool).
+_CLAIMED_READS: ContextVar[ClaimedReads | None] = ContextVar("routeq_claimed_reads", default=None)
+
+
+class _ClaimedPipeline:
+    """The opening pipeline of ``Worker.run_job`` (GET job, INCR retry, EXPIRE retry), answered from the
+    claim script's replies: its commands are no-ops, its ``execute`` returns what the MULTI would have."""
+
+    def __init__(self, reads: ClaimedReads) -> None:
+        self._reads = reads
+
+    async def __aenter__(self) -> _ClaimedPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def get(self, *args: Any, **kwargs: Any) -> _ClaimedPipeline:
+        return self
+
+    incr = expire = get
+
+    async def execute(self) -> list[Any]:
+        v, job_try = self._reads
+        return [v, job_try, True]
+
+
+class _ClaimedRunPool:
+    """The worker's pool as one claimed run's opening sees it: its first pipeline is the claim's replies;
+    anything else goes to the real pool."""
+
+    def __init__(self, pool: ArqRedis, reads: ClaimedReads) -> None:
+        self._pool, self._reads = pool, reads
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        _CLAIMED_READS.set(None)
+        return _ClaimedPipeline(self._reads)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
 
 
 class RecoveringWorker(Worker):
@@ -54,6 +103,21 @@ class RecoveringWorker(Worker):
         self.recovery_owner = recovery_owner
         self.recovery_running = recovery_keys.recovery_running(recovery_owner)
         self._claim_script = self.pool.register_script(redis_scripts.source("claim"))
+        self._claimed: dict[str, ClaimedReads] = {}  # claimed, run task not started yet
+
+    @property
+    def pool(self) -> ArqRedis:
+        reads = _CLAIMED_READS.get()
+        if reads is None:
+            return super().pool
+        return _ClaimedRunPool(super().pool, reads)  # type: ignore[return-value]
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        reads = self._claimed.pop(job_id, None)
+        # With abort support arq's opening also reads the abort set; then it asks Redis itself.
+        if reads is not None and not self.allow_abort_jobs:
+            _CLAIMED_READS.set(reads)  # this task's context only
+        await super().run_job(job_id, score)
 
     async def _poll_iteration(self) -> None:
         # arq 0.28's Worker._poll_iteration with its pick (ZRANGEBYSCORE, then one WATCH/MULTI claim per id)
@@ -81,22 +145,26 @@ class RecoveringWorker(Worker):
                     self.recovery_owner,
                     CLAIM_SCAN,
                     self.calls_prefix,
+                    job_key_prefix,
+                    retry_key_prefix,
+                    RETRY_KEY_TTL_S,
                 ],
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             # The script may have run with its reply lost (a Redis restart): hand such claims back.
             await self._hand_back_orphans(e)
             return 0
-        for i in range(0, len(got), 3):
+        for i in range(0, len(got), 5):
             job_id = got[i].decode()
             if got[i + 2] == 1:
                 self.fresh.add(job_id)
+            self._claimed[job_id] = (got[i + 3], int(got[i + 4]))
             await self.sem.acquire()  # free: job_counter < max_jobs, and the two move together
             self.job_counter += 1
             t = self.loop.create_task(self.run_job(job_id, int(float(got[i + 1]))))
             t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = t
-        return len(got) // 3
+        return len(got) // 5
 
     async def _hand_back_orphans(self, error: BaseException) -> None:
         """Claims of this queue listed as ours with no task running them are released for a re-claim."""
