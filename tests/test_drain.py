@@ -13,6 +13,7 @@ from jobs.contract import Job
 from jobs.producer import Producer
 from jobs.settings import Settings
 from tests.helpers import api_stats, wait_batch, worker_env
+from worker.fleet.budget import CAPS_COMPLETE
 from worker.sandbox.embedded import start_mock_api, start_workers
 
 pytestmark = pytest.mark.integration
@@ -56,4 +57,25 @@ async def test_sigterm_drains_or_hands_back(redis_url: str, drain_s: str, handed
         for w in workers:
             w.stop()
         api.stop()
+        await redis.aclose()
+
+
+async def test_a_worker_reads_the_budget_caps_before_taking_jobs(redis_url: str) -> None:
+    # On a Redis without the caps index, the first jobs each waited for it to be built (a keyspace SCAN)
+    # between their slot and their call; a starting worker builds it before it claims anything.
+    s = Settings(redis_url=redis_url)
+    redis = await connect(s)
+    workers = start_workers(1, worker_env(redis_url, "http://127.0.0.1:9", ROUTEQ_LEARNED_ROUTER="false"))
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while not await redis.exists(s.keys.recovery_owners):
+            assert asyncio.get_running_loop().time() < deadline, "the worker never registered"
+            await asyncio.sleep(0.05)
+        deadline = asyncio.get_running_loop().time() + 15  # registered: moments from claiming jobs
+        while not await redis.sismember(s.keys.budget_capped, CAPS_COMPLETE):  # type: ignore[misc]
+            assert asyncio.get_running_loop().time() < deadline, "no caps index before any job"
+            await asyncio.sleep(0.05)
+    finally:
+        for w in workers:
+            w.stop()
         await redis.aclose()

@@ -212,6 +212,8 @@ async def run(
     rt.store.pending = PendingAggregates(rt.redis, settings.keys, token)
     rt.store.pending.start()
     workers = make_workers(rt, owner_token=token)
+    # The budget-caps index read (and built, on a Redis that has none: a SCAN) before any job waits on it.
+    await rt.budgets.capped("", "")
     # Everything loaded so far (the SDK, pydantic models: ~180k objects) lives as long as the process:
     # keep it out of the collector's sight. A full collection over it takes ~180 ms here, a stall of every
     # call in flight on this worker whenever one comes; afterwards collections scan only job garbage.
