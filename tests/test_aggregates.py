@@ -293,3 +293,26 @@ async def test_a_flush_applies_only_what_was_recorded_before_it(redis_url: str, 
     assert await agg(redis, s.keys.batch_agg("b")) == expected(*first)
     assert await pending.flush() == 2
     assert await agg(redis, s.keys.batch_agg("b")) == expected(*first, *late)
+
+
+async def test_a_record_saves_the_last_attempt_with_its_spend_once(redis_url: str, redis: Redis) -> None:
+    # The last attempt's save rides in the record's own script: the paid answer is kept and its spend
+    # counted once, with the record or (a duplicate run's paid call) without it.
+    s = settings(redis_url)
+    pending = busy(PendingAggregates(redis, s.keys, OWNER, every_s=60))
+    store = Store(redis, s, pending)
+    spent_key = s.keys.budget("tenant", "acme")
+    r = result(1)
+    spend = ([(spent_key, "spent", 7)], [])
+    last = (r.attempts[0], {"text": "yes", "stop_reason": "end_turn"}, spend)
+    assert await store.record(r, last=last)
+    assert await store.record(r, last=last) is False  # re-sent: neither counted nor saved again
+    attempts, paid = await store.load_attempts(r.job_id)
+    assert [a.n for a in attempts] == [1] and paid[1]["text"] == "yes"
+    # a second run of the same job paid for its own call (attempt 2): saved and charged, not counted
+    again = r.model_copy(update={"attempts": [*r.attempts, r.attempts[0].model_copy(update={"n": 2})]})
+    assert await store.record(again, last=(again.attempts[1], {"text": "no"}, spend)) is False
+    assert await pending.flush() == 3  # the job's entry and two spends
+    assert await agg(redis, s.keys.batch_agg("b")) == expected(r)
+    assert int(await redis.hget(spent_key, "spent")) == 14  # type: ignore[misc]
+    assert [a.n for a in (await store.load_attempts(r.job_id))[0]] == [1, 2]

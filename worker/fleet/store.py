@@ -1,7 +1,8 @@
 """Results, attempts and aggregates in Redis, written so that at-least-once delivery bills once.
 
 - Each model call's attempt record is saved (``Keys.calls``) as soon as the call ends; a paid answer beside
-  it, so a re-run after a crash reuses the answer instead of paying for it again.
+  it, so a re-run after a crash reuses the answer instead of paying for it again. A job's last call is
+  saved by its record's script (``record.lua``), in the same step.
 - The final outcome is recorded by one Lua call gated on the batch's done set: aggregates move once
   (in a worker, with the process's next aggregates flush: ``worker/fleet/aggregates.py``).
 """
@@ -44,6 +45,10 @@ async def persist(op: str, coro_factory: Any) -> Any:
             log.warning("redis unavailable during %s (%s); retrying in %.1fs", op, e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+# A job's last attempt, its paid answer and its spend on budgets without a cap: saved by its record.
+LastAttempt = tuple[Attempt, dict[str, Any] | None, tuple[list[Increment], list[Expiry]] | None]
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,22 @@ class Store:
     async def load_attempts(self, job_id: str) -> tuple[list[Attempt], dict[int, dict[str, Any]]]:
         return parse_calls(await self.redis.hgetall(self.keys.calls(job_id)))  # type: ignore[misc]
 
+    def _attempt_save(
+        self,
+        job_id: str,
+        attempt: Attempt,
+        answer: dict[str, Any] | None,
+        spend: tuple[list[Increment], list[Expiry]] | None,
+    ) -> tuple[list[Any], str | None]:
+        """An attempt's save as ``attempt_save.lua`` (and ``record.lua``) take it: its ARGV, and the spend's
+        pending member when its spend goes to the pending hash."""
+        ttl = self.settings.job_expiry_s + self.settings.result_ttl_s
+        args: list[Any] = [attempt.n, call_json(attempt, answer), ttl]
+        if spend is None or self.pending is None:
+            return [*args, "", ""], None
+        member = f"spend:{job_id}:{attempt.n}"
+        return [*args, member, entry_of(*spend)], member
+
     def save_attempt_into(
         self,
         batch: WriteBatch,
@@ -138,18 +159,16 @@ class Store:
 
         ``spend``: the call's spend on budgets without a cap (``Budgets.spend_entry``), counted with the
         attempt's write (needs ``pending``)."""
-        ttl = self.settings.job_expiry_s + self.settings.result_ttl_s
+        args, member = self._attempt_save(job_id, attempt, answer, spend)
         keys = [self.keys.calls(job_id)]
-        args: list[Any] = [attempt.n, call_json(attempt, answer), ttl]
         then = None
-        if spend is not None and self.pending is not None:
-            pending, member = self.pending, f"spend:{job_id}:{attempt.n}"
+        if member is not None and self.pending is not None and spend is not None:
+            pending, entry = self.pending, spend
             keys.append(pending.key)
-            args += [member, entry_of(*spend)]
 
             def then(reply: Any) -> None:
                 if int(reply) == 1:
-                    pending.added(member, *spend)
+                    pending.added(member, *entry)
 
         batch.script(self.scripts["attempt_save"], keys, args, then=then)
 
@@ -159,11 +178,26 @@ class Store:
         dead_cause: dict[str, Any] | None = None,
         arq: ArqRun | None = None,
         writes: WriteBatch | None = None,
+        last: LastAttempt | None = None,
     ) -> bool:
         """Write the final outcome; False when it was already recorded (a duplicate run). With ``arq``, the
         arq job run that made it is finished in the same step. With ``writes``, the record goes after what
-        that batch holds (the last call's attempt save and slot release), in its one round trip."""
+        that batch holds (the last call's slot release), in its one round trip. With ``last``, the job's
+        last attempt is saved by the same script (as :meth:`save_attempt_into` would, once), whether or not
+        the record counts."""
         incs, expiries = self._aggregate_entry(result)
+        keys = self._outcome_keys(result)
+        later = self.pending is not None and not self.pending.quiet()
+        mode = "" if self.pending is None else "later" if later else "now"
+        if self.pending is not None:
+            keys.append(self.pending.key)
+        if arq is not None:
+            keys += arq.keys()
+        save: list[Any] = ["", "", "", "", ""]
+        member = None
+        if last is not None:
+            save, member = self._attempt_save(result.job_id, *last)
+            keys.append(self.keys.calls(result.job_id))
         args: list[Any] = [
             result.job_id,
             result.model_dump_json(),
@@ -171,27 +205,31 @@ class Store:
             orjson.dumps(dead_cause).decode() if dead_cause else "",
             self._retention_ms,
             entry_of(incs, expiries),
+            mode,
+            arq.job_id if arq is not None else "",
+            *save,
         ]
-        keys = self._outcome_keys(result)
-        pending = self.pending if self.pending is not None and not self.pending.quiet() else None
-        if pending is not None:
-            keys.append(pending.key)
-        if arq is not None:
-            keys += arq.keys()
-            args += ["finish", arq.job_id]
         script = self._agg_scripts["record"]
         if writes is None:
-            done = bool(await persist("record", lambda: script(keys=keys, args=args)))
+            reply = await persist("record", lambda: script(keys=keys, args=args))
         else:
             replies: list[Any] = []
             writes.script(script, keys, args, then=replies.append)
             await persist("record", writes.execute)
-            done = bool(replies[-1])
+            reply = replies[-1]
+        done, saved = bool(int(reply[0])), bool(int(reply[1]))
         if arq is not None:
             arq.finished.add(arq.job_id)
+        pending = self.pending
+        if pending is not None and member is not None and saved and last is not None and last[2] is not None:
+            pending.added(member, *last[2])
         # Refused as a duplicate, yet pending here: a re-sent record whose first reply was lost.
-        if pending is not None and (
-            done or await self.redis.hexists(pending.key, result.job_id)  # type: ignore[misc]
+        if (
+            pending is not None
+            and later
+            and (
+                done or await self.redis.hexists(pending.key, result.job_id)  # type: ignore[misc]
+            )
         ):
             pending.added(result.job_id, incs, expiries)
         return done

@@ -29,7 +29,7 @@ from worker.fleet.admission import Admission, AdmissionTimeout
 from worker.fleet.budget import Reservation, token_for
 from worker.fleet.cache_warmer import WarmDecision
 from worker.fleet.redis_scripts import WriteBatch
-from worker.fleet.store import ArqRun, persist
+from worker.fleet.store import ArqRun, LastAttempt, persist
 from worker.observe import tracing
 from worker.observe.logsafe import exception_summary
 from worker.pipeline import checking, intake
@@ -299,23 +299,26 @@ class JobRun:
                 check_reasons=check.reasons,
                 check_signal=check.top_signal,
             )
-            self.queue_save(attempt, {"text": res.text, "stop_reason": res.stop_reason}, writes, scope.spend)
-            if decision.action != "keep":
-                await self.send(writes, attempt)
+            answer = {"text": res.text, "stop_reason": res.stop_reason}
+            if decision.action == "keep":
+                # The answer's save rides with its record, in the same script (its slot release in the
+                # same round trip).
+                self.attempts.append(attempt)
+                last = (attempt, answer, scope.spend)
+                return await self.finish_done(route, attempt, res.text, res.stop_reason, writes, last)
+            self.queue_save(attempt, answer, writes, scope.spend)
+            await self.send(writes, attempt)
             if decision.action == "escalate":
                 escalations += 1
                 tier = Tier(tier.next_up() or tier)
                 continue
-            if decision.action == "fail":
-                return await self.finish_failed(
-                    route,
-                    "check_failed",
-                    attempt.error or "answer failed checks",
-                    output=res.text,
-                    stop_reason=res.stop_reason,
-                )
-            # The answer's save rides with its record: one round trip where there were two.
-            return await self.finish_done(route, attempt, res.text, res.stop_reason, writes)
+            return await self.finish_failed(  # "fail"
+                route,
+                "check_failed",
+                attempt.error or "answer failed checks",
+                output=res.text,
+                stop_reason=res.stop_reason,
+            )
 
     def job_mode(self) -> str:
         return self.job.constraints.mode or self.settings.default_mode
@@ -472,8 +475,11 @@ class JobRun:
         text: str,
         stop: str | None,
         writes: WriteBatch | None = None,
+        last: LastAttempt | None = None,
     ) -> str:
-        """Record a done job; ``writes``: its last attempt's save, not sent yet, to go with the record."""
+        """Record a done job; ``writes``: what ends its last call (slot, budget, cache), not sent yet, to
+        go with the record; ``last``: that call's attempt, kept in ``self.attempts`` but not saved yet,
+        saved by the record."""
         try:
             parsed: dict[str, Any] = {}
             if self.job.output.type == "json":
@@ -484,11 +490,14 @@ class JobRun:
                 route, "done", tier=attempt.tier, model=attempt.model, output=text, stop_reason=stop, **parsed
             )
         except BaseException:
-            if writes is not None:  # the paid answer is kept whatever went wrong here
+            if writes is not None or last is not None:  # the paid answer is kept whatever went wrong here
+                writes = writes if writes is not None else WriteBatch(self.rt.redis)
+                if last is not None:
+                    self.rt.store.save_attempt_into(writes, self.job_id, *last)
                 await self.send(writes, attempt)
             raise
-        recorded = await self.rt.store.record(result, arq=self.arq, writes=writes)
-        if writes is not None:
+        recorded = await self.rt.store.record(result, arq=self.arq, writes=writes, last=last)
+        if writes is not None or last is not None:
             self.rt.metrics.observe_attempt(attempt, self.job.tags.tenant)
         if recorded:
             self.rt.metrics.observe_result(result)
