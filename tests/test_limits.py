@@ -268,6 +268,29 @@ async def test_an_uncapped_release_with_nobody_waiting_reads_no_clock(
     assert await redis.zcard(KEYS.leases(T)) == 0
 
 
+async def test_admission_learns_a_cooldown_from_its_read_of_the_limits(
+    gates: GateFactory, redis: Redis
+) -> None:
+    # Every admission reads the tier's limits; the cooldown's end sits beside them, so the cooldown key's
+    # TTL (a command of every admission and of every grant) is not read on the way.
+    gate = await gates(make_settings(concurrency=4))
+
+    async def pttl_calls() -> int:
+        stats = await redis.info("commandstats")
+        return int(stats.get("cmdstat_pttl", {}).get("calls", 0))
+
+    before = await pttl_calls()
+    await (await admitted(await gate.try_admit(T, 1, 1))).release(1, 1)
+    assert await pttl_calls() == before
+    await gate.cooldown(T, 0.3, "overloaded")
+    refused = await gate.try_admit(T, 1, 1)
+    assert isinstance(refused, Refusal) and refused.reason == "cooldown"
+    assert 0.2 < refused.retry_in_s <= 0.3
+    assert await gate.cooldown_remaining(T) == pytest.approx(0.3, abs=0.1)  # the key says the same
+    await asyncio.sleep(0.35)
+    await (await admitted(await gate.try_admit(T, 1, 1))).release(1, 1)
+
+
 # --- token buckets -------------------------------------------------------------------------------------
 
 

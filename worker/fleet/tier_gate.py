@@ -9,7 +9,8 @@ clock), so skewed or crashed workers cannot break a limit:
 * **Token buckets** (``Keys.bucket(tier, kind)``, kind rpm|itpm|otpm): continuous refill, capacity =
   the per-minute limit. Admission reserves estimates; release settles with actual usage (the
   difference is refunded or charged). Cache reads do not count toward itpm, as on the API.
-* **Cooldown** (``Keys.cooldown(tier)``): set after a 429/529 for everyone; never shortened. After a
+* **Cooldown** (``Keys.cooldown(tier)``, its end also in the runtime config hash, so admissions read it
+  with the limits): set after a 429/529 for everyone; never shortened. After a
   connection error or timeout it grows along the outage schedule (``Keys.outage(tier)`` counts the steps).
 * **Runtime limits** (``Keys.limits_config``, fields ``"<tier>:<kind>"``) overlay ``Settings.limits``;
   the scripts read them on every call, so a change applies to the very next admission.
@@ -362,7 +363,9 @@ class TierGate:
         Returns the cooldown now remaining, in seconds."""
         tier = Tier(tier)
         ms = max(1, math.ceil(seconds * 1000))
-        left = await self._scripts.run("limits_cooldown", [self.keys.cooldown(tier)], [ms, reason])
+        left = await self._scripts.run(
+            "limits_cooldown", [self.keys.cooldown(tier), self.keys.limits_config], [ms, reason, str(tier)]
+        )
         log.info("tier %s cooling down %.2fs: %s", tier, seconds, reason)
         return int(left) / 1000
 
@@ -377,7 +380,9 @@ class TierGate:
         steps = [max(1, math.ceil(s * 1000)) for s in schedule_s]
         reset_ms = math.ceil(streak_reset_s * 1000)
         left, streak = await self._scripts.run(
-            "limits_outage", [self.keys.cooldown(tier), self.keys.outage(tier)], [reason, reset_ms, *steps]
+            "limits_outage",
+            [self.keys.cooldown(tier), self.keys.outage(tier), self.keys.limits_config],
+            [reason, reset_ms, str(tier), *steps],
         )
         self._in_outage.add(tier)
         return int(left) / 1000, int(streak)

@@ -25,11 +25,19 @@ local function limit_of(config_key, tier, kind, default)
 end
 
 -- The tier's four limits in one read: {concurrency, rpm, itpm, otpm} (nil = unlimited), from the config
--- hash over the settings defaults d1..d4.
+-- hash over the settings defaults d1..d4; and, fifth, when its cooldown ends (ms, nil = never set).
 local function limits_of(config_key, tier, d1, d2, d3, d4)
   local v = redis.call('HMGET', config_key, tier .. ':concurrency', tier .. ':rpm', tier .. ':itpm',
-    tier .. ':otpm')
-  return {limit_value(v[1], d1), limit_value(v[2], d2), limit_value(v[3], d3), limit_value(v[4], d4)}
+    tier .. ':otpm', tier .. ':cooldown_until')
+  return {limit_value(v[1], d1), limit_value(v[2], d2), limit_value(v[3], d3), limit_value(v[4], d4),
+    tonumber(v[5])}
+end
+
+-- Start (or lengthen) a tier's cooldown: its key (a TTL, what readers show) and, in the config hash
+-- beside the limits, when it ends, so an admission learns it from the read of the limits it makes anyway.
+local function cooldown_set(cooldown_key, config_key, tier, reason, ms)
+  redis.call('SET', cooldown_key, reason, 'PX', ms)
+  redis.call('HSET', config_key, tier .. ':cooldown_until', now_ms() + ms)
 end
 
 -- Continuous-refill bucket: capacity = per-minute limit, refill limit/60000 per ms. A missing bucket is
@@ -108,9 +116,9 @@ local function line_head(line_key)
   end
 end
 
--- Admission to a tier, atomically: cooldown -> concurrency lease -> rpm/itpm/otpm buckets. Nothing
--- changes unless everything passes, so a refusal never needs undoing.
--- K: {leases, cooldown, config, rpm bucket, itpm bucket, otpm bucket, line}
+-- Admission to a tier, atomically: cooldown (its end, read with the limits) -> concurrency lease ->
+-- rpm/itpm/otpm buckets. Nothing changes unless everything passes, so a refusal never needs undoing.
+-- K: {leases, cooldown (unread: its end is in config), config, rpm bucket, itpm bucket, otpm bucket, line}
 -- A: {tier, lease id, ttl ms, defaults for concurrency, rpm, itpm, otpm, amounts rpm, itpm, otpm}
 -- waiting: the caller's line member when it is in the line (it may go ahead of it, and leaves the line
 -- on a grant); nil for a newcomer, refused while anyone waits.
@@ -118,11 +126,10 @@ end
 -- Returns {granted 0|1, reason, retry ms, holders (after a grant), concurrency limit (-1 = none)}.
 local function acquire(K, A, waiting, now, lims)
   local tier = A[1]
-  local cool = redis.call('PTTL', K[2])
-  if cool > 0 then
-    return {0, 'cooldown', cool, 0, -1}
-  end
   lims = lims or limits_of(K[3], tier, A[4], A[5], A[6], A[7])
+  if lims[5] ~= nil and lims[5] > now then
+    return {0, 'cooldown', lims[5] - now, 0, -1}
+  end
   local limit = lims[1]
   local holders = redis.call('ZCARD', K[1])
   if limit ~= nil and holders >= limit then
