@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -132,9 +133,12 @@ def occupancy(api: ApiSampler, s: Settings, samples: list[tuple[float, int]], to
 # --- the anchor: fixed per-process shares of the limits, no coordination ----------------------------
 
 
-def run_anchor_client(api_url: str, shares: dict[Tier, int], jobs: dict[Tier, int], start_at: float) -> None:
+def run_anchor_client(
+    api_url: str, shares: dict[Tier, int], jobs: dict[Tier, int], start_at: float, cpu_out: str
+) -> None:
     """A child process: per tier, ``shares[tier]`` loops calling the stand-in until this process's
-    ``jobs[tier]`` calls are made; starts at wall-clock ``start_at`` (with its siblings)."""
+    ``jobs[tier]`` calls are made; starts at wall-clock ``start_at`` (with its siblings). Writes the CPU
+    seconds its calls took (start-up excluded) to ``cpu_out``."""
     from worker.pipeline.call import make_client
 
     settings = settings_for("redis://unused", anthropic_base_url=api_url, anthropic_api_key="sk-bench")
@@ -155,7 +159,9 @@ def run_anchor_client(api_url: str, shares: dict[Tier, int], jobs: dict[Tier, in
                 )
 
         await asyncio.sleep(max(0.0, start_at - time.time()))
+        cpu0 = time.process_time()
         await asyncio.gather(*(loop(t) for t, n in shares.items() for _ in range(n)))
+        Path(cpu_out).write_text(str(time.process_time() - cpu0))
         await client.close()
 
     asyncio.run(main())
@@ -170,26 +176,38 @@ def _tier_counts(text: str) -> dict[Tier, int]:
 
 
 async def anchor_phase(
-    procs: Procs, api_url: str, workers: int, counts: dict[Tier, int], ceiling: float, s: Settings
+    procs: Procs,
+    api_url: str,
+    workers: int,
+    counts: dict[Tier, int],
+    ceiling: float,
+    s: Settings,
+    api_pid: int,
 ) -> dict[str, Any]:
-    """The anchor on the same jobs per tier as the mixed batch: its steady rate, from the stand-in."""
+    """The anchor on the same jobs per tier as the mixed batch: its steady rate, from the stand-in, and
+    CPU per call (its processes' calls and the stand-in's, as the mixed phase counts workers' and the
+    stand-in's)."""
     shares = {t: n // workers for t, n in LIMITS.items()}
     assert all(n * workers == LIMITS[t] for t, n in shares.items()), "limits must split evenly"
     api_reset(api_url)
     start_at = time.time() + 3.0  # process start-up (imports) before it, as for routeq's workers
-    kids = []
+    kids, cpu_files = [], []
     for w in range(workers):
         mine = {t: n // workers + (1 if w < n % workers else 0) for t, n in counts.items()}
+        cpu_files.append(procs.temp_file(f"/tmp/routeq-bench-anchor-{os.getpid()}-{w}.cpu"))
         argv = [sys.executable, __file__, "--_anchor-client", api_url, _fmt_counts(shares), _fmt_counts(mine)]
-        argv.append(str(start_at))
+        argv += [str(start_at), cpu_files[-1]]
         kids.append(procs.spawn(argv, env={**worker_env("redis://unused", api_url)}, name="anchor"))
     sampler = ApiSampler(api_url, every=0.05)
     await asyncio.sleep(max(0.0, start_at - time.time()))
+    api_cpu0 = cpu_s(api_pid)
     sampler.start()
     total = sum(counts.values())
     for k in kids:
         await asyncio.to_thread(k.proc.wait, 600)
+    api_cpu = cpu_s(api_pid) - api_cpu0
     await sampler.stop()
+    client_cpu = sum(float(Path(f).read_text()) for f in cpu_files if Path(f).exists())
     samples = [(t, sum(r for _, r in m.values())) for t, m in sampler.points]
     rate = steady_rate(samples, total)
     slots = occupancy(sampler, s, samples, total)
@@ -199,6 +217,7 @@ async def anchor_phase(
         "steady_calls_per_s": round(rate, 1),
         "fraction_of_ceiling": round(rate / ceiling, 3),
         "slots_steady": slots,
+        "cpu_ms_per_call": round((client_cpu + api_cpu) / max(1, total) * 1000, 1),
         "errors": {t: m["errors"] for t, m in per_model(api_url, s).items() if m["errors"]},
     }
 
@@ -296,7 +315,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         counts[Tier.haiku] += args.jobs - sum(counts.values())
         rounds = []
         for i in range(args.rounds):
-            anchor = await anchor_phase(procs, api_url, args.workers, counts, ceiling, s)
+            anchor = await anchor_phase(procs, api_url, args.workers, counts, ceiling, s, pids[-1])
             mixed = await mixed_phase(redis, s, api_url, counts, ceiling, cpu, f"mixed-{i}", args.jobs)
             base = anchor["steady_calls_per_s"]
             ratio = mixed["steady_jobs_per_s"] / base if base else 0.0
@@ -374,8 +393,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--_anchor-client":
-        url, shares, mine, start_at = sys.argv[2:6]
-        run_anchor_client(url, _tier_counts(shares), _tier_counts(mine), float(start_at))
+        url, shares, mine, start_at, cpu_out = sys.argv[2:7]
+        run_anchor_client(url, _tier_counts(shares), _tier_counts(mine), float(start_at), cpu_out)
         sys.exit(0)
     profiled_worker_mode()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
