@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,6 @@ class Store:
         self.redis = redis
         self.settings = settings
         self.keys: Keys = settings.keys
-        self.scripts = Scripts(redis)
         self._agg_scripts = Scripts(redis, lib="agg_lib")
         self.pending = pending
 
@@ -137,15 +137,16 @@ class Store:
         attempt: Attempt,
         answer: dict[str, Any] | None,
         spend: tuple[list[Increment], list[Expiry]] | None,
-    ) -> tuple[list[Any], str | None]:
-        """An attempt's save as ``attempt_save.lua`` (and ``record.lua``) take it: its ARGV, and the spend's
-        pending member when its spend goes to the pending hash."""
+    ) -> tuple[list[Any], Callable[[], None] | None]:
+        """An attempt's save as ``attempt_save.lua`` (and ``record.lua``) take it: its ARGV, and, when its
+        spend goes to the pending hash, what to call once the script says it wrote the attempt."""
         ttl = self.settings.job_expiry_s + self.settings.result_ttl_s
         args: list[Any] = [attempt.n, call_json(attempt, answer), ttl]
-        if spend is None or self.pending is None:
+        pending = self.pending
+        if spend is None or pending is None:
             return [*args, "", ""], None
         member = f"spend:{job_id}:{attempt.n}"
-        return [*args, member, entry_of(*spend)], member
+        return [*args, member, entry_of(*spend)], lambda: pending.added(member, *spend)
 
     def save_attempt_into(
         self,
@@ -159,18 +160,17 @@ class Store:
 
         ``spend``: the call's spend on budgets without a cap (``Budgets.spend_entry``), counted with the
         attempt's write (needs ``pending``)."""
-        args, member = self._attempt_save(job_id, attempt, answer, spend)
+        args, on_saved = self._attempt_save(job_id, attempt, answer, spend)
         keys = [self.keys.calls(job_id)]
         then = None
-        if member is not None and self.pending is not None and spend is not None:
-            pending, entry = self.pending, spend
-            keys.append(pending.key)
+        if on_saved is not None and self.pending is not None:
+            keys.append(self.pending.key)
 
             def then(reply: Any) -> None:
                 if int(reply) == 1:
-                    pending.added(member, *entry)
+                    on_saved()
 
-        batch.script(self.scripts["attempt_save"], keys, args, then=then)
+        batch.script(self._agg_scripts["attempt_save"], keys, args, then=then)
 
     async def record(
         self,
@@ -194,9 +194,9 @@ class Store:
         if arq is not None:
             keys += arq.keys()
         save: list[Any] = ["", "", "", "", ""]
-        member = None
+        on_saved = None
         if last is not None:
-            save, member = self._attempt_save(result.job_id, *last)
+            save, on_saved = self._attempt_save(result.job_id, *last)
             keys.append(self.keys.calls(result.job_id))
         args: list[Any] = [
             result.job_id,
@@ -220,9 +220,9 @@ class Store:
         done, saved = bool(int(reply[0])), bool(int(reply[1]))
         if arq is not None:
             arq.finished.add(arq.job_id)
+        if saved and on_saved is not None:
+            on_saved()
         pending = self.pending
-        if pending is not None and member is not None and saved and last is not None and last[2] is not None:
-            pending.added(member, *last[2])
         # Refused as a duplicate, yet pending here: a re-sent record whose first reply was lost.
         if (
             pending is not None

@@ -27,3 +27,11 @@ local function agg_fold(pending_key)
   if #all > 0 then redis.call('DEL', pending_key) end
   return #all / 2
 end
+
+-- Save a model call in a job's calls hash once (field n: a write re-sent after a lost reply finds it
+-- there), with the hash's TTL. Returns true if it was written now.
+local function save_call(calls_key, n, call_json, ttl_s)
+  if redis.call('HSETNX', calls_key, n, call_json) == 0 then return false end
+  redis.call('EXPIRE', calls_key, ttl_s)
+  return true
+end

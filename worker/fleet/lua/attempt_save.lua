@@ -6,7 +6,6 @@
 -- ARGV: 1 n, 2 the call's JSON ({"attempt": ..., "answer": ... or null}), 3 TTL s, 4 pending member,
 --       5 its entry.
 -- Returns 1 if written, 0 if it was there already.
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+if not save_call(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 0 end
 if KEYS[2] then redis.call('HSET', KEYS[2], ARGV[4], ARGV[5]) end
 return 1

@@ -35,8 +35,7 @@ if ARGV[8] ~= '' then
 end
 -- The paid answer is kept whether or not the record counts (a duplicate run's call was paid too).
 local saved, spend = 0, nil
-if ARGV[9] ~= '' and redis.call('HSETNX', KEYS[k], ARGV[9], ARGV[10]) == 1 then
-  redis.call('EXPIRE', KEYS[k], ARGV[11])
+if ARGV[9] ~= '' and save_call(KEYS[k], ARGV[9], ARGV[10], ARGV[11]) then
   saved = 1
   if ARGV[12] ~= '' and pending then spend = ARGV[12] end
 end
