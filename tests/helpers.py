@@ -101,3 +101,9 @@ def run_cli(*args: str) -> tuple[int, str, str]:
         except SystemExit as e:
             rc = int(e.code or 0)
     return rc, out.getvalue(), err.getvalue()
+
+
+async def command_calls(redis: Any, command: str) -> int:
+    """How many times the server has run ``command`` (``INFO commandstats``; scripts' commands included)."""
+    stats = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

@@ -17,6 +17,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.worker import func
 
 from jobs.keys import Keys
+from tests.helpers import command_calls
 from worker.fleet.arq_worker import RecoveringWorker
 
 pytestmark = pytest.mark.asyncio
@@ -40,9 +41,12 @@ def started(log: list[str]) -> Any:
     return func(job, name="job")
 
 
-def make_worker(pool: ArqRedis, owner: str, log: list[str], max_jobs: int) -> RecoveringWorker:
+def make_worker(
+    pool: ArqRedis, owner: str, log: list[str], max_jobs: int, job: Any = None, **kw: Any
+) -> RecoveringWorker:
+    """A claiming worker on QUEUE running ``job`` (default: one that logs its tag), ``kw`` passed on."""
     return RecoveringWorker(
-        [started(log)],
+        [job or started(log)],
         queue_name=QUEUE,
         redis_pool=pool,
         max_jobs=max_jobs,
@@ -51,6 +55,7 @@ def make_worker(pool: ArqRedis, owner: str, log: list[str], max_jobs: int) -> Re
         poll_delay=0.01,
         recovery_owner=owner,
         recovery_keys=KEYS,
+        **kw,
     )
 
 
@@ -105,19 +110,7 @@ async def test_claim_tells_which_jobs_have_no_saved_calls(pool: ArqRedis) -> Non
     await pool.hset(KEYS.calls("f1"), "1", "{}")  # type: ignore[misc]
     await pool.hset(KEYS.calls("f3"), "1", "{}")  # type: ignore[misc]
     fresh: set[str] = set()
-    w = RecoveringWorker(
-        [started([])],
-        queue_name=QUEUE,
-        redis_pool=pool,
-        max_jobs=4,
-        handle_signals=False,
-        keep_result=0,
-        poll_delay=0.01,
-        recovery_owner="F:1",
-        recovery_keys=KEYS,
-        calls_prefix=KEYS.calls(""),
-        fresh=fresh,
-    )
+    w = make_worker(pool, "F:1", [], 4, calls_prefix=KEYS.calls(""), fresh=fresh)
     assert await w.claim_ready(4) == 4
     assert fresh == {"f0", "f2"}
     await asyncio.gather(*w.tasks.values())
@@ -143,25 +136,10 @@ async def test_a_claimed_run_starts_from_the_claims_reads(pool: ArqRedis) -> Non
     async def job(ctx: dict[str, Any], tag: str) -> None:
         tries[tag] = ctx["job_try"]
 
-    w = RecoveringWorker(
-        [func(job, name="job")],
-        queue_name=QUEUE,
-        redis_pool=pool,
-        max_jobs=8,
-        handle_signals=False,
-        keep_result=0,
-        poll_delay=0.01,
-        recovery_owner="R:1",
-        recovery_keys=KEYS,
-    )
-    before = await multis(pool)
+    w = make_worker(pool, "R:1", [], 8, job=func(job, name="job"))
+    before = await command_calls(pool, "multi")
     assert await w.claim_ready(8) == 4
     await asyncio.gather(*w.tasks.values())
     assert tries == {"r0": 1, "r1": 3, "r2": 1}
-    assert await multis(pool) - before == 4  # arq's finish only: one MULTI per run, not two
+    assert await command_calls(pool, "multi") - before == 4  # arq's finish only: one MULTI per run, not two
     assert await pool.zcard(QUEUE) == 0  # the expired one was finished as failed
-
-
-async def multis(pool: ArqRedis) -> int:
-    stats = await pool.info("commandstats")
-    return int(stats.get("cmdstat_multi", {}).get("calls", 0))

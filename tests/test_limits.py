@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from jobs.keys import Keys
 from jobs.settings import Settings, TierLimits
 from jobs.tiers import Tier
+from tests.helpers import command_calls
 from worker.cli.limits import add_limits_commands
 from worker.fleet.admission import Admission, AdmissionTimeout, Refusal
 from worker.fleet.limit_config import limits_detail, reset_limits, set_limits
@@ -257,14 +258,10 @@ async def test_an_uncapped_release_with_nobody_waiting_reads_no_clock(
     # The common release (no rate limit on the tier, an empty line) is a few commands of every job.
     gate = await gates(make_settings(concurrency=4))
 
-    async def time_calls() -> int:
-        stats = await redis.info("commandstats")
-        return int(stats.get("cmdstat_time", {}).get("calls", 0))
-
     adm = await gate.admit(T, 100, 100)
-    before = await time_calls()
+    before = await command_calls(redis, "time")
     await adm.release(80, 40)
-    assert await time_calls() == before
+    assert await command_calls(redis, "time") == before
     assert await redis.zcard(KEYS.leases(T)) == 0
 
 
@@ -275,13 +272,9 @@ async def test_admission_learns_a_cooldown_from_its_read_of_the_limits(
     # TTL (a command of every admission and of every grant) is not read on the way.
     gate = await gates(make_settings(concurrency=4))
 
-    async def pttl_calls() -> int:
-        stats = await redis.info("commandstats")
-        return int(stats.get("cmdstat_pttl", {}).get("calls", 0))
-
-    before = await pttl_calls()
+    before = await command_calls(redis, "pttl")
     await (await admitted(await gate.try_admit(T, 1, 1))).release(1, 1)
-    assert await pttl_calls() == before
+    assert await command_calls(redis, "pttl") == before
     await gate.cooldown(T, 0.3, "overloaded")
     refused = await gate.try_admit(T, 1, 1)
     assert isinstance(refused, Refusal) and refused.reason == "cooldown"
@@ -572,21 +565,16 @@ async def test_a_grant_to_the_releasing_process_is_not_published(gates: GateFact
     own = asyncio.create_task(a.admit(T, 1, 1, timeout_s=5))
     while not await redis.zcard(KEYS.line(T)):
         await asyncio.sleep(0.005)
-    before = await publishes(redis)
+    before = await command_calls(redis, "publish")
     await held.release(1, 1)  # the head is a's own waiter: woken from the reply
     mine = await asyncio.wait_for(own, 5)
-    assert await publishes(redis) == before
+    assert await command_calls(redis, "publish") == before
     theirs = asyncio.create_task(b.admit(T, 1, 1, timeout_s=5))
     while not await redis.zcard(KEYS.line(T)):
         await asyncio.sleep(0.005)
     await mine.release(1, 1)  # b's waiter: told on b's channel
     await (await asyncio.wait_for(theirs, 5)).release(1, 1)
-    assert await publishes(redis) == before + 1
-
-
-async def publishes(redis: Redis) -> int:
-    stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+    assert await command_calls(redis, "publish") == before + 1
 
 
 async def test_a_waiter_that_gives_up_leaves_the_line_and_strands_no_slot(
