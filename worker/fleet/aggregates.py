@@ -6,8 +6,7 @@ process's pending hash, ``Keys.agg_pending(owner)``. A call's spend on budgets w
 way, left by the ``attempt_save.lua`` (or, for a job's last call, ``record.lua``) call that writes the
 attempt once. :class:`PendingAggregates` remembers what it left there, sums it in memory, and every
 ``FLUSH_EVERY_S`` applies the sums in one ``agg_flush.lua`` call that also deletes those members from the
-pending hash. Exactly once, whoever
-applies an entry:
+pending hash. Exactly once, whoever applies an entry:
 
 * the flush applies its sums only if every member is still pending, else each remaining member from its
   stored entry (a member already gone was applied by someone else);
