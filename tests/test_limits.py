@@ -13,12 +13,15 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from jobs.keys import Keys
+from jobs.results import Cost, Usage
 from jobs.settings import Settings, TierLimits
 from jobs.tiers import Tier
 from tests.helpers import command_calls
@@ -27,6 +30,8 @@ from worker.fleet.admission import Admission, AdmissionTimeout, Refusal
 from worker.fleet.limit_config import limits_detail, reset_limits, set_limits
 from worker.fleet.redis_scripts import WriteBatch
 from worker.fleet.tier_gate import TierGate
+from worker.pipeline.attempt import AttemptScope
+from worker.pipeline.call import CallResult
 
 T = Tier.sonnet
 KEYS = Keys("t")
@@ -472,6 +477,53 @@ async def test_a_granted_waiter_resumes_on_the_next_turn_of_the_event_loop(gates
         turns += 1
     assert turns <= 1
     await (await waiter).release(1, 1)
+
+
+async def test_a_paid_call_hands_its_slot_on_before_its_answer_is_checked_and_recorded(
+    gates: GateFactory, redis: Redis
+) -> None:
+    # The API is done with a request when its answer arrives; the answer's checks and record take a few
+    # ms on a busy worker, and the next in line must not wait for them (it waited for the record's trip).
+    settings = make_settings(concurrency=1)
+    a, b = await gates(settings), await gates(settings)
+    held = await admitted(await a.try_admit(T, 1, 1))
+    waiter = asyncio.create_task(b.admit(T, 1, 1, timeout_s=5))
+    while not await redis.zcard(KEYS.line(T)):
+        await asyncio.sleep(0.005)
+    scope = AttemptScope(cast(Any, SimpleNamespace(gate=a, redis=a.redis)))
+    scope.admitted(held)
+    answer = CallResult("ok", "end_turn", Usage(input_tokens=1, output_tokens=1), "m", "msg", None, 200)
+    record = WriteBatch(a.redis)  # the record's round trip, not sent yet
+    await scope.settle_into(record, answer, Cost(), cast(Any, None), None)
+    granted = await asyncio.wait_for(waiter, 2)
+    assert await redis.zrange(KEYS.leases(T), 0, -1) == [granted.lease_id.encode()]
+    await record.execute()
+    await granted.release(1, 1)
+
+
+async def test_a_slot_release_that_cannot_reach_redis_goes_with_the_record(
+    gates: GateFactory, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(concurrency=1)
+    a = await gates(settings)
+    held = await admitted(await a.try_admit(T, 1, 1))
+    real, sent = WriteBatch.execute, []
+
+    async def first_lost(self: WriteBatch) -> None:
+        sent.append(self)
+        if len(sent) == 1:
+            raise RedisConnectionError("connection reset")
+        await real(self)
+
+    monkeypatch.setattr(WriteBatch, "execute", first_lost)
+    scope = AttemptScope(cast(Any, SimpleNamespace(gate=a, redis=a.redis)))
+    scope.admitted(held)
+    answer = CallResult("ok", "end_turn", Usage(input_tokens=1, output_tokens=1), "m", "msg", None, 200)
+    record = WriteBatch(a.redis)
+    await scope.settle_into(record, answer, Cost(), cast(Any, None), None)
+    assert await redis.zcard(KEYS.leases(T)) == 1  # not freed yet, and not forgotten:
+    await record.execute()
+    assert await redis.zcard(KEYS.leases(T)) == 0
 
 
 # --- the line: first come, first served across processes ------------------------------------------------

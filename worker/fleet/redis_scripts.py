@@ -60,6 +60,11 @@ class WriteBatch:
         """Queue a script; ``then`` gets its reply after :meth:`execute`."""
         self._ops.append((script, keys, args, then))
 
+    def take(self, other: WriteBatch) -> None:
+        """Move ``other``'s queued scripts (with their replies' callbacks) to the end of this batch."""
+        self._ops.extend(other._ops)
+        other._ops.clear()
+
     async def execute(self) -> None:
         if not self._ops:
             return

@@ -261,7 +261,7 @@ class JobRun:
                     tier, overloads = Tier(tier.next_up() or tier), 0
                     continue
                 return await self.finish_failed(route, fault.kind, action.message)
-            # --- a paid answer: its slot, budget and cache writes go with its record, one round trip ---
+            # --- a paid answer: its slot is free already; budget and cache writes go with its record ---
             check = checking.score(
                 self.rt, self.job, self.planner.document_texts(), res.text, res.stop_reason
             )
@@ -301,8 +301,8 @@ class JobRun:
             )
             answer = {"text": res.text, "stop_reason": res.stop_reason}
             if decision.action == "keep":
-                # The answer's save rides with its record, in the same script (its slot release in the
-                # same round trip).
+                # The answer's save rides with its record, in the same script (its budget and cache writes
+                # in the same round trip).
                 self.attempts.append(attempt)
                 last = (attempt, answer, scope.spend)
                 return await self.finish_done(route, attempt, res.text, res.stop_reason, writes, last)
