@@ -479,6 +479,16 @@ async def test_a_granted_waiter_resumes_on_the_next_turn_of_the_event_loop(gates
     await (await waiter).release(1, 1)
 
 
+async def settle_paid_answer(gate: TierGate, held: Admission) -> WriteBatch:
+    """An attempt scope holding ``held`` settled after a paid answer; returns the record's batch, not sent."""
+    scope = AttemptScope(cast(Any, SimpleNamespace(gate=gate, redis=gate.redis)))
+    scope.admitted(held)
+    answer = CallResult("ok", "end_turn", Usage(input_tokens=1, output_tokens=1), "m", "msg", None, 200)
+    record = WriteBatch(gate.redis)
+    await scope.settle_into(record, answer, Cost(), cast(Any, None), None)
+    return record
+
+
 async def test_a_paid_call_hands_its_slot_on_before_its_answer_is_checked_and_recorded(
     gates: GateFactory, redis: Redis
 ) -> None:
@@ -490,11 +500,7 @@ async def test_a_paid_call_hands_its_slot_on_before_its_answer_is_checked_and_re
     waiter = asyncio.create_task(b.admit(T, 1, 1, timeout_s=5))
     while not await redis.zcard(KEYS.line(T)):
         await asyncio.sleep(0.005)
-    scope = AttemptScope(cast(Any, SimpleNamespace(gate=a, redis=a.redis)))
-    scope.admitted(held)
-    answer = CallResult("ok", "end_turn", Usage(input_tokens=1, output_tokens=1), "m", "msg", None, 200)
-    record = WriteBatch(a.redis)  # the record's round trip, not sent yet
-    await scope.settle_into(record, answer, Cost(), cast(Any, None), None)
+    record = await settle_paid_answer(a, held)
     granted = await asyncio.wait_for(waiter, 2)
     assert await redis.zrange(KEYS.leases(T), 0, -1) == [granted.lease_id.encode()]
     await record.execute()
@@ -516,11 +522,7 @@ async def test_a_slot_release_that_cannot_reach_redis_goes_with_the_record(
         await real(self)
 
     monkeypatch.setattr(WriteBatch, "execute", first_lost)
-    scope = AttemptScope(cast(Any, SimpleNamespace(gate=a, redis=a.redis)))
-    scope.admitted(held)
-    answer = CallResult("ok", "end_turn", Usage(input_tokens=1, output_tokens=1), "m", "msg", None, 200)
-    record = WriteBatch(a.redis)
-    await scope.settle_into(record, answer, Cost(), cast(Any, None), None)
+    record = await settle_paid_answer(a, held)
     assert await redis.zcard(KEYS.leases(T)) == 1  # not freed yet, and not forgotten:
     await record.execute()
     assert await redis.zcard(KEYS.leases(T)) == 0
