@@ -1,7 +1,7 @@
 """Fleet-wide limits under load: never exceeded, slots used, no head-of-line blocking.
 
     .venv/bin/python bench/limits.py [--workers 4] [--latency-ms 200] [--jobs 800] [--hol 500]
-        [--profile-jobs 0]
+        [--profile-jobs 0] [--local-handover on|off] [--handover-slack-ms MS]
 
 4 worker processes, the stand-in API at a fixed latency, limits haiku 16 / sonnet 8 / opus 4 (env). The
 stand-in enforces the same per-model concurrency itself (an overshoot would show as 429s as well as in
@@ -29,6 +29,9 @@ Anchor, in the same run: what any client reaches on this machine with the same s
    VM time); routeq's steady rate over it is printed as ``ratio_to_local_limits_anchor``. With
    ``--rounds N`` the anchor and routeq's mixed batch alternate N times (routeq's workers idle meanwhile)
    and the median of the rounds' ratios is printed beside each round's figures.
+
+``--local-handover off`` sends every freed slot through the fleet's line (``worker/fleet/handover.py``), to
+measure what handing slots to a waiter of the same process saves; ``--handover-slack-ms`` sets its bound.
 
 3. with ``--profile-jobs N``: one worker is replaced by one under cProfile and N mixed jobs run; its top
    costs are listed (as in ``bench/overhead.py``).
@@ -308,11 +311,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         models = {s.model_for(t): {"max_concurrency": n} for t, n in LIMITS.items()}
         cfg = procs.temp_file(api_config(models))
         api_url = procs.api("--latency-ms", str(args.latency_ms), "--config", cfg)
+        slack = {}
+        if args.handover_slack_ms is not None:
+            slack["ROUTEQ_LOCAL_HANDOVER_SLACK_MS"] = str(args.handover_slack_ms)
         env = worker_env(
             url,
             api_url,
             ROUTEQ_LEARNED_ROUTER="false",
+            ROUTEQ_LOCAL_HANDOVER="true" if args.local_handover == "on" else "false",
             **{f"ROUTEQ_LIMITS__{t.value.upper()}__CONCURRENCY": str(n) for t, n in LIMITS.items()},
+            **slack,
         )
         redis = Redis.from_url(url)
         kids = procs.workers(args.workers, env)
@@ -424,6 +432,13 @@ if __name__ == "__main__":
         default=0,
         help="then run one of the workers under cProfile on this many mixed jobs and list its top costs",
     )
+    ap.add_argument(
+        "--local-handover",
+        choices=("on", "off"),
+        default="on",
+        help="off: every freed slot goes through the fleet's line (worker/fleet/handover.py)",
+    )
+    ap.add_argument("--handover-slack-ms", type=float, default=None, help="default: the settings default")
     ap.add_argument(
         "--redis",
         choices=("tcp", "unix"),

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     # --- fleet-wide limits (defaults; `routeq limits set` overrides them at runtime) --------------
     limits: dict[Tier, TierLimits] = Field(default_factory=_default_limits)
     lease_ttl_s: float = Field(default=30.0, gt=0)
+    # A slot freed by a call goes straight to a waiter of the same process, skipping two hops through
+    # Redis, when that waiter joined the tier's line at most local_handover_slack_ms after the line's
+    # first waiter (first come first served to within that; worker/fleet/handover.py).
+    local_handover: bool = True
+    local_handover_slack_ms: float = Field(default=250.0, ge=0)
 
     # --- worker -----------------------------------------------------------------------------------
     intake_max_jobs: int = Field(default=64, ge=1)

@@ -37,11 +37,15 @@ T = Tier.sonnet
 KEYS = Keys("t")
 
 
-def make_settings(ttl: float = 5.0, **limits: Any) -> Settings:
+def make_settings(
+    ttl: float = 5.0, handover: bool = True, handover_slack_ms: float = 250.0, **limits: Any
+) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         key_prefix="t",
         lease_ttl_s=ttl,
+        local_handover=handover,
+        local_handover_slack_ms=handover_slack_ms,
         limits={Tier.haiku: TierLimits(), T: TierLimits(**limits), Tier.opus: TierLimits()},
     )
 
@@ -105,6 +109,7 @@ async def test_concurrency_never_exceeded_in_process(gates: GateFactory, redis: 
 
     await asyncio.gather(*(one(gs[i % 3]) for i in range(36)))
     assert int(await redis.get("probe:max") or 0) == 3  # reached (contended) but never exceeded
+    assert sum(g.handovers[T] for g in gs) > 0  # some slots went to a waiter of the same process
     assert await redis.zcard(KEYS.leases(T)) == 0
 
 
@@ -150,6 +155,7 @@ async def main():
             await r.incr("done")
 
     await asyncio.gather(*(one() for _ in range(6)))
+    await r.incrby("handovers", gate.handovers[T])
     await gate.close()
     await r.aclose()
 
@@ -172,6 +178,7 @@ async def test_concurrency_never_exceeded_across_processes(redis_url: str, redis
         assert await asyncio.to_thread(p.wait, 30) == 0
     assert int(await redis.get("done") or 0) == 3 * 6 * 5
     assert int(await redis.get("probe:max") or 0) == 4
+    assert int(await redis.get("handovers") or 0) > 0
     assert await redis.zcard(KEYS.leases(T)) == 0
 
 
@@ -534,7 +541,8 @@ async def test_a_slot_release_that_cannot_reach_redis_goes_with_the_record(
 async def test_line_serves_waiters_of_every_process_in_arrival_order(
     gates: GateFactory, redis: Redis
 ) -> None:
-    settings = make_settings(concurrency=1)
+    # No slack: a process's own waiter never goes ahead of an earlier one (see the handover tests below).
+    settings = make_settings(concurrency=1, handover_slack_ms=0)
     a, b, c = await gates(settings), await gates(settings), await gates(settings)
     held = await admitted(await a.try_admit(T, 1, 1))
     order: list[str] = []
@@ -613,7 +621,7 @@ async def test_a_slot_granted_to_a_waiter_its_process_no_longer_has_is_handed_on
 
 
 async def test_a_grant_to_the_releasing_process_is_not_published(gates: GateFactory, redis: Redis) -> None:
-    settings = make_settings(concurrency=1)
+    settings = make_settings(concurrency=1, handover=False)  # through the line (handovers: see below)
     a, b = await gates(settings), await gates(settings)
     held = await admitted(await a.try_admit(T, 1, 1))
     own = asyncio.create_task(a.admit(T, 1, 1, timeout_s=5))
@@ -670,6 +678,146 @@ async def test_a_grant_whose_event_is_lost_is_found_by_the_next_try(gates: GateF
     assert "concurrency" in adm.waited_on
     assert await redis.zrange(KEYS.leases(T), 0, -1) == [adm.lease_id.encode()]  # one lease, not two
     await adm.release(1, 1)
+
+
+# --- local handover: a freed slot goes to a waiter of the same process (worker/fleet/handover.py) ------
+
+
+async def parked(gate: TierGate, n: int = 1) -> None:
+    """Until ``n`` of the gate's waiters sit waiting for a wake (their join replies are in)."""
+    while sum(1 for w in gate._waiting.values() if w.parked and w.joined_ms is not None) < n:
+        await asyncio.sleep(0.005)
+
+
+def answered(gate: TierGate, adm: Admission) -> WriteBatch:
+    """``adm``'s release after an answer, queued and not yet sent."""
+    batch = WriteBatch(gate.redis)
+    adm.release_usage_into(batch, Usage(input_tokens=1, output_tokens=1))
+    return batch
+
+
+async def test_a_freed_slot_goes_to_a_waiter_of_the_same_process_before_redis_hears_of_it(
+    gates: GateFactory, redis: Redis
+) -> None:
+    # Through the line, the slot reached the next caller in two hops between processes (release script,
+    # then the grant's message), a few ms of a paid slot idle each time.
+    a = await gates(make_settings(concurrency=1))
+    held = await admitted(await a.try_admit(T, 1, 1))
+    waiter = asyncio.create_task(a.admit(T, 1, 1, timeout_s=5))
+    await parked(a)
+    release = answered(a, held)
+    got = await asyncio.wait_for(waiter, 1)  # before the release is sent
+    assert got.lease_id == held.lease_id and a.handovers[T] == 1
+    assert await redis.zcard(KEYS.line(T)) == 1
+    await release.execute()  # its place leaves the line; the lease, still held, is renewed for it
+    assert await redis.zcard(KEYS.line(T)) == 0
+    assert await redis.zrange(KEYS.leases(T), 0, -1) == [held.lease_id.encode()]
+    await got.release(1, 1)
+    assert await redis.zcard(KEYS.leases(T)) == 0
+
+
+@pytest.mark.parametrize("slack_ms, first", [(1000.0, "own"), (50.0, "other")])
+async def test_a_local_handover_passes_a_waiter_of_another_process_only_within_the_slack(
+    gates: GateFactory, redis: Redis, slack_ms: float, first: str
+) -> None:
+    settings = make_settings(concurrency=1, handover_slack_ms=slack_ms)
+    a, b = await gates(settings), await gates(settings)
+    held = await admitted(await a.try_admit(T, 1, 1))
+    other = asyncio.create_task(b.admit(T, 1, 1, timeout_s=5))
+    await parked(b)
+    await asyncio.sleep(0.15)  # a's own waiter joins 150 ms after b's
+    own = asyncio.create_task(a.admit(T, 1, 1, timeout_s=5))
+    await parked(a)
+    await answered(a, held).execute()
+    done, _ = await asyncio.wait({own, other}, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+    assert done == {own if first == "own" else other}
+    await done.pop().result().release(1, 1)
+    for task in (own, other):
+        if not task.done() or task in done:
+            await (await asyncio.wait_for(task, 2)).release(1, 1)
+    assert await redis.zcard(KEYS.leases(T)) == 0 and await redis.zcard(KEYS.line(T)) == 0
+
+
+async def test_no_local_handover_while_the_tier_has_a_rate_limit(gates: GateFactory, redis: Redis) -> None:
+    # A bucket must be asked before the call: the slot goes through the line's script.
+    a = await gates(make_settings(concurrency=1, rpm=1000))
+    held = await admitted(await a.try_admit(T, 1, 1))
+    waiter = asyncio.create_task(a.admit(T, 1, 1, timeout_s=5))
+    await parked(a)
+    release = answered(a, held)
+    await asyncio.sleep(0.05)
+    assert not waiter.done() and a.handovers[T] == 0
+    await release.execute()
+    got = await asyncio.wait_for(waiter, 2)
+    assert got.lease_id != held.lease_id
+    await got.release(1, 1)
+
+
+@pytest.mark.parametrize("event", ["cooldown", "lower limit"])
+async def test_a_cooldown_or_a_lowered_limit_anywhere_stops_local_handovers_at_once(
+    gates: GateFactory, redis: Redis, event: str
+) -> None:
+    settings = make_settings(concurrency=2)
+    a, b = await gates(settings), await gates(settings)
+    held = [await admitted(await a.try_admit(T, 1, 1)) for _ in range(2)]
+    waiter = asyncio.create_task(a.admit(T, 1, 1, timeout_s=5))
+    await parked(a)
+    assert a._views[T].open
+    if event == "cooldown":
+        await b.cooldown(T, 0.3, "429 from another process")
+    else:
+        await set_limits(redis, KEYS, T, concurrency=1)
+    while a._views[T].open:  # the event's message reaches a
+        await asyncio.sleep(0.005)
+    await parked(a)  # (a limit change wakes waiters to try again)
+    await answered(a, held[0]).execute()
+    await asyncio.sleep(0.05)
+    assert a.handovers[T] == 0 and not waiter.done()
+    if event == "lower limit":  # the count shrank to the new limit; the next release hands over again
+        assert await redis.zcard(KEYS.leases(T)) == 1
+        await parked(a)
+        await answered(a, held[1]).execute()
+        got = await asyncio.wait_for(waiter, 1)
+        assert a.handovers[T] == 1
+    else:
+        got = await asyncio.wait_for(waiter, 2)  # once the cooldown is over
+        await held[1].release(1, 1)
+    await got.release(1, 1)
+    assert await redis.zcard(KEYS.leases(T)) == 0
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_a_slot_strands_no_slot(
+    gates: GateFactory, redis: Redis
+) -> None:
+    settings = make_settings(concurrency=1)
+    a, b = await gates(settings), await gates(settings)
+    held = await admitted(await a.try_admit(T, 1, 1))
+    own = asyncio.create_task(a.admit(T, 1, 1, timeout_s=5))
+    await parked(a)
+    other = asyncio.create_task(b.admit(T, 1, 1, timeout_s=5))
+    await parked(b)
+    release = answered(a, held)  # handed to `own` ...
+    own.cancel()  # ... which is cancelled before it can start: the slot goes on through the line
+    with pytest.raises(asyncio.CancelledError):
+        await own
+    await release.execute()
+    got = await asyncio.wait_for(other, 2)
+    assert await redis.zrange(KEYS.leases(T), 0, -1) == [got.lease_id.encode()]
+    await got.release(1, 1)
+    assert await redis.zcard(KEYS.leases(T)) == 0 and await redis.zcard(KEYS.line(T)) == 0
+
+
+async def test_a_handed_lease_found_reaped_marks_the_call_lost(gates: GateFactory, redis: Redis) -> None:
+    a = await gates(make_settings(concurrency=1))
+    held = await admitted(await a.try_admit(T, 1, 1))
+    waiter = asyncio.create_task(a.admit(T, 1, 1, timeout_s=5))
+    await parked(a)
+    release = answered(a, held)
+    got = await asyncio.wait_for(waiter, 1)
+    await redis.zrem(KEYS.leases(T), held.lease_id)  # reaped meanwhile (its holder looked dead)
+    await release.execute()
+    assert got.lost.is_set()
+    await got.release(1, 1)
 
 
 # --- CLI -----------------------------------------------------------------------------------------------

@@ -30,6 +30,13 @@ for a token bucket to refill (no event says so): that picks up a grant whose eve
 line Redis lost, and takes slots freed by expiry or the reaper.
 Limit changes are published too and wake every waiter.
 
+**Local handover** (``handover.py``): a slot freed in a process with a waiter of its own for the tier goes
+straight to that waiter (the lease stays held, renewed for it) when the waiter joined the line at most
+``local_handover_slack_ms`` after the line's first waiter, as the last reply from Redis told it, and that
+reply said the tier has no rate limit, no cooldown and no more holders than its limit. The script that
+follows (``lease_handover.lua``) takes the waiter's place out of the line. It saves the two hops between
+processes of a grant through the line, and keeps the line first come, first served to within the slack.
+
 Usage by the pipeline::
 
     gate = TierGate(redis, settings.keys, settings, owner=worker_id)
@@ -64,6 +71,7 @@ from jobs.keys import Keys
 from jobs.settings import Settings
 from jobs.tiers import Tier
 from worker.fleet.admission import Admission, AdmissionTimeout, Reason, Refusal
+from worker.fleet.handover import LineView, heir
 from worker.fleet.limit_config import RATE_KINDS, _arg
 from worker.fleet.redis_scripts import Scripts, WriteBatch
 
@@ -91,6 +99,11 @@ def _resolve(fut: asyncio.Future[str], value: str) -> None:
         fut.set_result(value)
 
 
+def _lost(adm: Admission) -> None:
+    log.warning("lease %s on %s was lost (reaped); the call runs over the limit", adm.lease_id, adm.tier)
+    adm.lost.set()
+
+
 @dataclass(eq=False)
 class _Waiter:
     """An ``admit`` call waiting in the line; ``wake`` resolves to "grant" (the slot is ours), "retry" (an
@@ -101,6 +114,13 @@ class _Waiter:
     est_input_tokens: int
     est_output_tokens: int
     wake: asyncio.Future[str]
+    joined_ms: int | None = None  # its place's score in the line (Redis time), once a reply told it
+    parked: bool = False  # awaiting ``wake`` (not inside a script, whose grant it would miss)
+    handed: str | None = None  # the lease a local handover gave it (None: granted under its own id)
+
+    @property
+    def member(self) -> str:
+        return line_member(self.lease_id, self.est_input_tokens, self.est_output_tokens)
 
 
 class TierGate:
@@ -140,6 +160,9 @@ class TierGate:
         self._held: set[Admission] = set()
         self._handing_back: set[asyncio.Task[None]] = set()
         self._in_outage: set[Tier] = set()  # tiers whose outage streak this process advanced
+        self._views = {t: LineView() for t in Tier}
+        self._handover_slack_ms = settings.local_handover_slack_ms if settings.local_handover else None
+        self.handovers = {t: 0 for t in Tier}  # slots handed to this process's own waiters, by tier
 
     @property
     def _ttl_ms(self) -> int:
@@ -163,6 +186,7 @@ class TierGate:
 
     async def close(self) -> None:
         """Stop listening and release (abandon) anything still held."""
+        self._handover_slack_ms = None
         for adm in list(self._held):
             with contextlib.suppress(RedisError):
                 await adm.abandon()
@@ -194,14 +218,18 @@ class TierGate:
             tier, _, lease_id = rest.partition(":")
             if event == "grant":
                 self._granted(tier, lease_id)
+            elif tier in Tier.__members__ and event in ("limits", "cooldown"):
+                self._views[Tier(tier)].close(time.monotonic())
+                if event == "limits":
+                    self._wake(Tier(tier))  # a limit change may let waiters in
             elif tier in Tier.__members__:
-                self._wake(Tier(tier))  # a limit change, or a slot freed that no waiter could take
+                self._wake(Tier(tier))  # a slot freed that no waiter could take
             else:
                 self._wake(None)
 
     def _granted(self, tier: str, lease_id: str) -> None:
         w = self._waiting.get(lease_id)
-        if w is not None:
+        if w is not None and w.handed is None:
             if not w.wake.done():
                 w.wake.set_result("grant")
         elif tier in Tier.__members__ and not any(a.lease_id == lease_id for a in self._held):
@@ -241,12 +269,21 @@ class TierGate:
         return got
 
     async def _acquire(
-        self, tier: Tier, lease_id: str, est_in: int, est_out: int, in_line: bool, join_below: int = 0
+        self,
+        tier: Tier,
+        lease_id: str,
+        est_in: int,
+        est_out: int,
+        in_line: bool,
+        join_below: int = 0,
+        waiter: _Waiter | None = None,
     ) -> tuple[Admission | Refusal, bool]:
-        """One admission script; also True when a newcomer (``join_below`` > 0) joined the line."""
+        """One admission script; also True when a newcomer (``join_below`` > 0) joined the line. A
+        ``waiter`` left in the line learns when it joined."""
         lim = self.settings.tier_limits(tier)
         k = self.keys
         est_in, est_out = max(0, est_in), max(0, est_out)
+        asked_at = time.monotonic()
         res = await self._scripts.run(
             "lease_acquire",
             [k.leases(tier), k.cooldown(tier), k.limits_config, *self._bucket_keys(tier), k.line(tier)],
@@ -260,6 +297,10 @@ class TierGate:
             int(res[0]), as_text(res[1]), int(res[2]), int(res[3]), int(res[4])
         )  # fmt: skip
         joined = len(res) > 5 and int(res[5]) == 1
+        if len(res) > 8:
+            if waiter is not None and int(res[6]) >= 0:
+                waiter.joined_ms = int(res[6])
+            self._views[tier].heard(int(res[7]), int(res[8]), asked_at)
         if not granted:
             limit_or_none = None if limit < 0 else limit
             return Refusal(tier, cast(Reason, reason), retry_ms / 1000, holders, limit_or_none), joined
@@ -318,11 +359,11 @@ class TierGate:
         try:
             while True:
                 if w.wake.done() and w.wake.result() == "grant":
-                    got = self._hold(tier, w.lease_id, 0, est_in, est_out)
+                    got = self._hold(tier, w.handed or w.lease_id, 0, est_in, est_out)
                 else:
                     w.wake = loop.create_future()  # a grant during the try below is seen by the script
                     got, joined = await self._acquire(
-                        tier, w.lease_id, est_in, est_out, in_line=True, join_below=join_below
+                        tier, w.lease_id, est_in, est_out, in_line=True, join_below=join_below, waiter=w
                     )
                     if join_below and isinstance(got, Refusal):
                         if not joined:
@@ -346,9 +387,11 @@ class TierGate:
                     # one turn of the event loop, where wait_for(shield(...)) took three (each a few ms
                     # on a busy worker, while the granted slot sits idle).
                     timer = loop.call_later(max(pause, 0.001), _resolve, w.wake, "timeout")
+                    w.parked = True
                     try:
                         await w.wake
                     finally:
+                        w.parked = False
                         timer.cancel()
         finally:
             del self._waiting[w.lease_id]
@@ -363,8 +406,11 @@ class TierGate:
         Returns the cooldown now remaining, in seconds."""
         tier = Tier(tier)
         ms = max(1, math.ceil(seconds * 1000))
+        self._views[tier].close(time.monotonic())
         left = await self._scripts.run(
-            "limits_cooldown", [self.keys.cooldown(tier), self.keys.limits_config], [ms, reason, str(tier)]
+            "limits_cooldown",
+            [self.keys.cooldown(tier), self.keys.limits_config],
+            [ms, reason, str(tier), self.keys.limits_channel],
         )
         log.info("tier %s cooling down %.2fs: %s", tier, seconds, reason)
         return int(left) / 1000
@@ -379,10 +425,11 @@ class TierGate:
         tier = Tier(tier)
         steps = [max(1, math.ceil(s * 1000)) for s in schedule_s]
         reset_ms = math.ceil(streak_reset_s * 1000)
+        self._views[tier].close(time.monotonic())
         left, streak = await self._scripts.run(
             "limits_outage",
             [self.keys.cooldown(tier), self.keys.outage(tier), self.keys.limits_config],
-            [reason, reset_ms, str(tier), *steps],
+            [reason, reset_ms, str(tier), self.keys.limits_channel, *steps],
         )
         self._in_outage.add(tier)
         return int(left) / 1000, int(streak)
@@ -416,17 +463,56 @@ class TierGate:
                     continue
                 ok = 0  # unrenewed past its TTL: others may have reaped it
             if not ok:
-                log.warning(
-                    "lease %s on %s was lost (reaped); the call runs over the limit", adm.lease_id, adm.tier
-                )
-                adm.lost.set()
+                _lost(adm)
                 return
             last_ok = time.monotonic()
 
     def _release_into(self, batch: WriteBatch, adm: Admission, itpm_used: int, otpm_used: int) -> None:
         self._held.discard(adm)
         deltas = (0, itpm_used - adm.est_input_tokens, otpm_used - adm.est_output_tokens)
-        self._queue_release(batch, adm.tier, adm.lease_id, deltas, False)
+        w = self._heir(adm)
+        if w is None:
+            self._queue_release(batch, adm.tier, adm.lease_id, deltas, False)
+        else:
+            self._hand_over(batch, adm, w, deltas)
+
+    def _heir(self, adm: Admission) -> _Waiter | None:
+        """A waiter of ours to hand ``adm``'s slot to (handover.py), or None: the slot goes to the line."""
+        if self._handover_slack_ms is None or adm.lost.is_set():
+            return None
+        ready = (
+            (w.joined_ms, w)
+            for w in self._waiting.values()
+            if w.tier == adm.tier and w.parked and w.joined_ms is not None and not w.wake.done()
+        )
+        return heir(self._views[adm.tier], ready, self._handover_slack_ms)
+
+    def _hand_over(self, batch: WriteBatch, adm: Admission, w: _Waiter, deltas: tuple[int, int, int]) -> None:
+        """Give ``adm``'s lease to waiter ``w``, which starts its call now; queue the script that takes its
+        place out of the line, renews the lease and settles the buckets (``lease_handover.lua``)."""
+        w.handed = adm.lease_id
+        w.wake.set_result("grant")
+        self.handovers[adm.tier] += 1
+        k, tier = self.keys, adm.tier
+        lim = self.settings.tier_limits(tier)
+        asks = (1, w.est_input_tokens, w.est_output_tokens)
+        asked_at = time.monotonic()
+        batch.script(
+            self._scripts["lease_handover"],
+            [k.leases(tier), k.limits_config, *self._bucket_keys(tier), k.line(tier)],
+            [
+                adm.lease_id, w.member, str(tier), _arg(lim.rpm), _arg(lim.itpm), _arg(lim.otpm),
+                *(d + a for d, a in zip(deltas, asks, strict=True)), lim.concurrency, self._ttl_ms,
+            ],
+            then=lambda reply: self._on_handed(tier, adm.lease_id, asked_at, reply),
+        )  # fmt: skip
+
+    def _on_handed(self, tier: Tier, lease_id: str, asked_at: float, reply: Any) -> None:
+        self._views[tier].heard(int(reply[1]), int(reply[2]), asked_at)
+        if int(reply[0]) == 0:
+            for adm in self._held:
+                if adm.lease_id == lease_id and not adm.lost.is_set():
+                    _lost(adm)
 
     def _poll_for(self, reason: Reason) -> float:
         if reason in ("cooldown", "concurrency", "queued"):
@@ -435,9 +521,10 @@ class TierGate:
 
     async def _withdraw(self, w: _Waiter) -> None:
         batch = WriteBatch(self.redis)
-        member = line_member(w.lease_id, w.est_input_tokens, w.est_output_tokens)
         deltas = (-1, -w.est_input_tokens, -w.est_output_tokens)
-        self._queue_release(batch, w.tier, w.lease_id, deltas, True, member)
+        self._queue_release(batch, w.tier, w.lease_id, deltas, True, w.member)
+        if w.handed is not None:  # handed a slot it never took up: it goes on through the line
+            self._queue_release(batch, w.tier, w.handed, deltas, False)
         await batch.execute()
 
     def _queue_release(
@@ -452,6 +539,7 @@ class TierGate:
         """Settle, free the lease and hand the slot to the first waiter, in one script."""
         k = self.keys
         lim = self.settings.tier_limits(tier)
+        asked_at = time.monotonic()
         batch.script(
             self._scripts["lease_settle_release"],
             [k.leases(tier), k.limits_config, *self._bucket_keys(tier), k.cooldown(tier), k.line(tier)],
@@ -461,10 +549,12 @@ class TierGate:
                 lim.concurrency, self._ttl_ms, "withdraw" if withdraw else "", k.grants_channel(""),
                 member, self.owner,
             ],
-            then=lambda reply: self._on_released(tier, reply),
+            then=lambda reply: self._on_released(tier, asked_at, reply),
         )  # fmt: skip
 
-    def _on_released(self, tier: Tier, reply: Any) -> None:
+    def _on_released(self, tier: Tier, asked_at: float, reply: Any) -> None:
+        if len(reply) > 3:
+            self._views[tier].heard(int(reply[2]), int(reply[3]), asked_at)
         granted = as_text(reply[1])
         if granted and granted.startswith(lease_id_prefix(self.owner)):
             self._granted(str(tier), granted)  # ours: no event is published for it

@@ -12,7 +12,9 @@
 --       11 1 for a caller that waits in the line (0 = a newcomer that never joins it),
 --       12 for a newcomer with ARGV[11] > 0: join the line if it holds fewer waiters than this
 -- Returns {granted 0|1, reason, retry ms, holders, concurrency limit (-1 = none), 1 if it joined the
--- line}; reason "granted" when a release had already handed the slot over.
+-- line}; reason "granted" when a release had already handed the slot over. A caller refused and left in
+-- the line is also told 7 when it joined (-1: it had joined before, unchanged) and the line's view
+-- (line_view): 8 first waiter's join ms, 9 local handover open 0|1.
 local now = now_ms()
 local in_line = tonumber(ARGV[11]) > 0
 local join = tonumber(ARGV[12] or '0')
@@ -22,15 +24,18 @@ if waiting and redis.call('ZSCORE', KEYS[1], ARGV[2]) then
   redis.call('ZREM', KEYS[7], member)
   return {1, 'granted', 0, redis.call('ZCARD', KEYS[1]), limit_of(KEYS[3], ARGV[1], 'concurrency', ARGV[4]) or -1}
 end
-local res = acquire(KEYS, ARGV, waiting and member or nil, now)
+local lims = limits_of(KEYS[3], ARGV[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+local res = acquire(KEYS, ARGV, waiting and member or nil, now, lims)
 if res[1] == 1 or not in_line then return res end
 if not waiting then
   if (res[2] ~= 'concurrency' and res[2] ~= 'queued') or redis.call('ZCARD', KEYS[7]) >= join then
     return res
   end
 end
-redis.call('ZADD', KEYS[7], 'NX', now, member)
 -- No TTL on the line (one set by one waiter could lapse under others still in it): every entry leaves on
 -- its grant or withdrawal, or with its dead process (the reaper).
+res[7] = -1
+if redis.call('ZADD', KEYS[7], 'NX', now, member) == 1 then res[7] = now end
 res[6] = 1
+res[8], res[9] = line_view(KEYS[7], lims, function() return now end, res[4])
 return res

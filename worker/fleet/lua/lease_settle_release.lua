@@ -13,7 +13,8 @@
 --       granted meanwhile (a finished call settles even when its lease was reaped: the call happened)
 --       13 grants channel prefix (the owner is appended), 14 with "withdraw": the waiter's line member,
 --       15 the releasing process's owner
--- Returns {1 if the lease was removed (0: already gone), lease id granted or ""}.
+-- Returns {1 if the lease was removed (0: already gone), lease id granted or ""}, and after a removal the
+-- line's view (line_view): first waiter's join ms, local handover open 0|1 (-1: no news).
 local tier = ARGV[3]
 -- Redis TIME only when a bucket is settled or a slot is handed on: an uncapped tier with nobody waiting
 -- (the common release) needs no clock.
@@ -35,14 +36,17 @@ if settle and (lims[2] or lims[3] or lims[4]) then
 end
 if removed == 0 then return {0, ''} end
 local head, id, asks = line_head(KEYS[7])
-if head == nil then return {1, ''} end
+if head == nil then return {1, '', 0, -1} end
 local K = {KEYS[1], KEYS[6], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7]}
 local A = {tier, id, ARGV[11], ARGV[10], ARGV[4], ARGV[5], ARGV[6], 1, asks[1], asks[2]}
 local res = acquire(K, A, head, clock(), lims)
+local granted = ''
 if res[1] == 1 then
+  granted = id
   local owner = string.match(id, '^(.*):[^:]*$') or id
   if owner ~= ARGV[15] then redis.call('PUBLISH', ARGV[13] .. owner, 'grant:' .. tier .. ':' .. id) end
-  return {1, id}
+else
+  redis.call('PUBLISH', ARGV[2], 'release:' .. tier)
 end
-redis.call('PUBLISH', ARGV[2], 'release:' .. tier)
-return {1, ''}
+local first, open = line_view(KEYS[7], lims, clock, res[4])
+return {1, granted, first, open}

@@ -35,9 +35,11 @@ end
 
 -- Start (or lengthen) a tier's cooldown: its key (a TTL, what readers show) and, in the config hash
 -- beside the limits, when it ends, so an admission learns it from the read of the limits it makes anyway.
-local function cooldown_set(cooldown_key, config_key, tier, reason, ms)
+-- "cooldown:<tier>" on the limits channel stops every process's local handovers (tier_gate.py) at once.
+local function cooldown_set(cooldown_key, config_key, tier, reason, ms, channel)
   redis.call('SET', cooldown_key, reason, 'PX', ms)
   redis.call('HSET', config_key, tier .. ':cooldown_until', now_ms() + ms)
+  redis.call('PUBLISH', channel, 'cooldown:' .. tier)
 end
 
 -- Continuous-refill bucket: capacity = per-minute limit, refill limit/60000 per ms. A missing bucket is
@@ -114,6 +116,23 @@ local function line_head(line_key)
     if id ~= nil then return first[1], id, {tonumber(i), tonumber(o)} end
     redis.call('ZREM', line_key, first[1])
   end
+end
+
+-- What a process needs to hand a freed slot to a waiter of its own without asking first (local
+-- handover, worker/fleet/handover.py): when the line's first waiter joined, and 1 if a handover may skip
+-- the line now: no rpm/itpm/otpm limit (a bucket must be asked), no cooldown, and no more holders than
+-- the limit (a lowered limit shrinks the count only through releases), else 0. An empty line says 0, -1:
+-- no news (nobody waits to be handed a slot). lims: as limits_of returns them; clock: returns now (ms),
+-- asked only after a cooldown; holders: leases held now.
+local function line_view(line_key, lims, clock, holders)
+  local first = redis.call('ZRANGE', line_key, 0, 0, 'WITHSCORES')
+  if not first[2] then return 0, -1 end
+  local open = 1
+  if lims[2] or lims[3] or lims[4] or (lims[5] ~= nil and lims[5] > clock())
+      or (lims[1] ~= nil and holders > lims[1]) then
+    open = 0
+  end
+  return tonumber(first[2]), open
 end
 
 -- Admission to a tier, atomically: cooldown (its end, read with the limits) -> concurrency lease ->
