@@ -114,7 +114,7 @@ async def test_concurrency_never_exceeded_in_process(gates: GateFactory, redis: 
 
 
 WORKER_SCRIPT = r"""
-import asyncio, json, sys
+import asyncio, json, os, sys
 from redis.asyncio import Redis
 from jobs.keys import Keys
 from jobs.settings import Settings, TierLimits
@@ -133,7 +133,7 @@ return v
 
 async def main():
     r = Redis.from_url(url)
-    gate = TierGate(r, Keys("t"), settings, owner=f"proc{mode}")
+    gate = TierGate(r, Keys("t"), settings, owner=f"proc{mode}-{os.getpid()}")  # one identity per process
     await gate.start()
     if mode == "hold":
         await gate.admit(T, 1, 1)
