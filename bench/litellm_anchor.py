@@ -255,10 +255,10 @@ def summary(runs: list[dict[str, Any]], anchor: list[dict[str, Any]] | None) -> 
     def med(key: str, rows: list[dict[str, Any]]) -> float:
         return statistics.median(float(r[key]) for r in rows)
 
-    rate = med("jobs_per_s_steady", runs)
+    rate = med("jobs_per_s_polled", runs)
     out: dict[str, Any] = {
         "jobs_per_s_median": round(rate, 1),
-        "jobs_per_s": [r["jobs_per_s_steady"] for r in runs],
+        "jobs_per_s": [r["jobs_per_s_polled"] for r in runs],
         "worker_cpu_ms_per_job_median": round(med("worker_cpu_ms_per_job_steady", runs), 2),
         "redis_commands_per_job_median": round(
             statistics.median(float(r["redis_commands_per_job"]["total"]) for r in runs), 1
@@ -266,7 +266,7 @@ def summary(runs: list[dict[str, Any]], anchor: list[dict[str, Any]] | None) -> 
         "redis_commands_by_command_last": runs[-1]["redis_commands_per_job"]["by_command"],
     }
     if anchor:
-        base = med("jobs_per_s_steady", anchor)
+        base = med("jobs_per_s_polled", anchor)
         out["throughput_over_arq_sdk_call"] = round(rate / base, 3) if base else None
     return out
 

@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
+import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,12 +54,14 @@ from _common import (
     command_counts,
     cpu_s,
     emit,
+    finish_times,
     per_job_commands,
     poll_commands,
     profiled_costs,
     profiled_worker_mode,
     settings_for,
     start_profiled_worker,
+    steady_from_times,
     steady_rate,
     wait_batch,
     worker_env,
@@ -81,8 +86,13 @@ ANCHOR_CHECKOUT_ENV = "ROUTEQ_BENCH_ANCHOR_CHECKOUT"
 # --- child modes ----------------------------------------------------------------------------------
 
 
+# When each job of this arq worker process ended (written to --done-file on exit): its steady rate from
+# the jobs' own times, as routeq's is from its results' finished_at.
+DONE_AT: list[float] = []
+
+
 async def noop(ctx: dict[str, Any], i: int) -> None:
-    return None
+    DONE_AT.append(time.time())
 
 
 async def sdk_call(ctx: dict[str, Any], i: int) -> None:
@@ -92,9 +102,10 @@ async def sdk_call(ctx: dict[str, Any], i: int) -> None:
         max_tokens=256,
         messages=[{"role": "user", "content": f"ovh ticket {i}: my order is late"}],
     )
+    DONE_AT.append(time.time())
 
 
-def run_arq_worker(url: str, poll_delay: float, api_url: str | None, transport: str) -> None:
+def run_arq_worker(url: str, poll_delay: float, api_url: str | None, transport: str, done_file: str) -> None:
     from arq.connections import RedisSettings
     from arq.worker import Worker
 
@@ -138,6 +149,7 @@ def run_arq_worker(url: str, poll_delay: float, api_url: str | None, transport: 
 
     with contextlib.suppress(asyncio.CancelledError):
         asyncio.run(main())
+    Path(f"{done_file}.{os.getpid()}").write_text(json.dumps(DONE_AT))
 
 
 # --- phases -----------------------------------------------------------------------------------------
@@ -177,6 +189,7 @@ async def phase_arq(
     enqueue_s = time.perf_counter() - t0
     await pool.aclose()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done_file = procs.temp_file(tempfile.mktemp(prefix="routeq-bench-arq-done-"))
     argv = [
         sys.executable,
         __file__,
@@ -186,10 +199,12 @@ async def phase_arq(
         str(poll),
         "--transport",
         transport,
+        "--done-file",
+        done_file,
     ]
     if api_url:
         argv += ["--api", api_url]
-    return await run_arq_workers(procs, url, n, workers, argv, env, enqueue_s)
+    return await run_arq_workers(procs, url, n, workers, argv, env, enqueue_s, done_file=done_file)
 
 
 async def run_arq_workers(
@@ -201,8 +216,10 @@ async def run_arq_workers(
     env: dict[str, str],
     enqueue_s: float,
     timeout: float = 300.0,
+    done_file: str | None = None,
 ) -> dict[str, Any]:
-    """Start ``workers`` arq worker processes (``argv``) on ``n`` queued jobs and measure them to the end."""
+    """Start ``workers`` arq worker processes (``argv``) on ``n`` queued jobs and measure them to the end;
+    with ``done_file``, the steady rate from the jobs' end times the workers wrote to ``done_file.<pid>``."""
     redis = Redis.from_url(url)
     cmds0 = await command_counts(redis)
     servers0 = server_cpu()
@@ -223,8 +240,12 @@ async def run_arq_workers(
     own = await poll_commands(redis, lambda: arq_finished(redis, n), len(samples))
     cmds = per_job_commands(cmds0, cmds1, n, minus=own)
     await stop_phase(procs, kids, redis)
+    done_at: list[float] = []
+    for f in glob.glob(f"{done_file}.*") if done_file else []:
+        done_at += json.loads(Path(f).read_text())
+        os.unlink(f)
     return {
-        **rates(n, enqueue_s, samples),
+        **rates(n, enqueue_s, samples, done_at),
         "finished": samples[-1][1],
         **cpu_per_job(cpu, cpu_total, samples, n, t0, servers0),
         "redis_commands_per_job": cmds,
@@ -259,13 +280,21 @@ def cpu_per_job(
     }
 
 
-def rates(n: int, enqueue_s: float, samples: list[tuple[float, int]]) -> dict[str, float]:
-    """Enqueue rate, steady processing rate, and the batch time from its first finished job."""
+def rates(n: int, enqueue_s: float, samples: list[tuple[float, int]], done_at: list[float]) -> dict[str, Any]:
+    """Enqueue rate, steady processing rate, and the batch time from its first finished job.
+
+    The steady rate is from the jobs' own end times (``steady_from_times``) when all of them are known;
+    ``jobs_per_s_polled`` is the finished count polled every 50 ms (routeq's from its batch report, whose
+    counts lag by up to an aggregates flush), the only one where the end times are not written."""
     first = next((t for t, done in samples if done > 0), 0.0)
+    polled = round(steady_rate(samples, n), 1)
+    exact = len(done_at) >= n
     return {
         "enqueue_s": round(enqueue_s, 3),
         "enqueue_jobs_per_s": round(n / enqueue_s, 1),
-        "jobs_per_s_steady": round(steady_rate(samples, n), 1),
+        "jobs_per_s_steady": round(steady_from_times(done_at)[0], 1) if exact else polled,
+        "steady_rate_from": "end times" if exact else "polled",
+        "jobs_per_s_polled": polled,
         "batch_s_from_first_done": round(samples[-1][0] - first, 3),
     }
 
@@ -352,13 +381,14 @@ async def phase_routeq(
     own = {k: v * len(samples) for k, v in one_poll.items()}
     cmds = per_job_commands(cmds0, cmds1, n, minus=own)
     cmds["steady"] = counts.per_job(samples, n, t0, one_poll, len(samples) / max(samples[-1][0], 1e-9))
+    done_at = await finish_times(redis, s, "ovh")
     stats = api_stats(api_url)
     requests = sum(m["requests"] for m in stats["models"].values()) - sum(
         m["requests"] for m in before["models"].values()
     )
     await stop_phase(procs, kids, redis)
     return {
-        **rates(n, enqueue_s, samples),
+        **rates(n, enqueue_s, samples, done_at),
         "done": st["done"],
         "failed": st["failed"],
         "api_requests": requests,
@@ -456,8 +486,9 @@ if __name__ == "__main__":
         p.add_argument("--poll-delay", type=float)
         p.add_argument("--api")
         p.add_argument("--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT)
+        p.add_argument("--done-file")
         a = p.parse_args()
-        run_arq_worker(a.url, a.poll_delay, a.api, a.transport)
+        run_arq_worker(a.url, a.poll_delay, a.api, a.transport, a.done_file)
         sys.exit(0)
     profiled_worker_mode()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
