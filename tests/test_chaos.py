@@ -42,7 +42,7 @@ pytestmark = pytest.mark.integration
 def _pid_of(token: bytes | None) -> int | None:
     if not token or token == b"1":
         return None
-    return int(token.decode().split(":")[-2])
+    return int(token.decode().split(":")[1])  # "<host>:<pid>:<start nonce>:<token nonce>"
 
 
 def _child_with_pid(fleet: Fleet, pid: int) -> Child:
@@ -202,7 +202,7 @@ async def kill_one(redis: Any, rk: Keys, victim: Child) -> set[str]:
     """SIGSTOP the worker, read what it holds, SIGKILL it: returns the job ids caught in flight."""
     victim.proc.send_signal(signal.SIGSTOP)
     owners = [o.decode() for o in await redis.smembers(rk.recovery_owners)]
-    mine = [o for o in owners if o.split(":")[-2] == str(victim.proc.pid)]
+    mine = [o for o in owners if o.split(":")[1] == str(victim.proc.pid)]
     held: set[str] = set()
     for o in mine:
         held |= {m.decode().split(".")[0] for m in await redis.smembers(rk.recovery_running(o))}

@@ -268,8 +268,8 @@ async def test_killed_holders_slots_return_within_the_lease_ttl(
 
     def holders(members: list[bytes]) -> dict[int, list[bytes]]:
         out: dict[int, list[bytes]] = {}
-        for m in members:  # lease id = "<host>:<pid>:<random>"
-            pid = int(m.decode().rsplit(":", 2)[1])
+        for m in members:  # lease id = "<host>:<pid>:<start nonce>:<random>"
+            pid = int(m.decode().split(":")[1])
             out.setdefault(pid, []).append(m)
         return out
 

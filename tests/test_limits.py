@@ -28,10 +28,12 @@ from tests.helpers import command_calls
 from worker.cli.limits import add_limits_commands
 from worker.fleet.admission import Admission, AdmissionTimeout, Refusal
 from worker.fleet.limit_config import limits_detail, reset_limits, set_limits
+from worker.fleet.recovery import Recovery, new_owner_token
 from worker.fleet.redis_scripts import WriteBatch
 from worker.fleet.tier_gate import TierGate
 from worker.pipeline.attempt import AttemptScope
 from worker.pipeline.call import CallResult
+from worker.runtime import owner_id
 
 T = Tier.sonnet
 KEYS = Keys("t")
@@ -818,6 +820,28 @@ async def test_a_handed_lease_found_reaped_marks_the_call_lost(gates: GateFactor
     await release.execute()
     assert got.lost.is_set()
     await got.release(1, 1)
+
+
+async def test_reaping_an_earlier_start_on_the_same_host_and_pid_frees_only_that_starts_slots(
+    redis_url: str, redis: Redis
+) -> None:
+    # A container restarted in its pod keeps its hostname and is pid 1 again. The reaper frees a dead
+    # process's slots by its lease ids' owner part: the new start's slots must not go with the old one's.
+    earlier, now = owner_id(), owner_id()  # two starts of one host and pid
+    settings = make_settings(concurrency=4)
+    clients = [Redis.from_url(redis_url) for _ in range(2)]
+    dead, live = (TierGate(c, KEYS, settings, owner=o) for c, o in zip(clients, (earlier, now), strict=True))
+    stale = await admitted(await dead.try_admit(T, 1, 1))
+    held = await admitted(await live.try_admit(T, 1, 1))
+    token = new_owner_token(earlier)
+    await redis.sadd(KEYS.recovery_owners, token)  # registered, then its heartbeat stopped
+    assert await Recovery(redis, redis_url, KEYS, new_owner_token(now)).reap(token) is not None
+    assert await redis.zrange(KEYS.leases(T), 0, -1) == [held.lease_id.encode()]
+    assert stale.lease_id != held.lease_id
+    await held.release(1, 1)
+    for gate, c in zip((dead, live), clients, strict=True):
+        await gate.close()
+        await c.aclose()
 
 
 # --- CLI -----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import uuid
 from dataclasses import dataclass, field
 
 from anthropic import AsyncAnthropic
@@ -24,7 +25,10 @@ from worker.policy.scorer import Scorer
 
 
 def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process start's identity in the fleet (``host:pid:nonce``): its lease ids and line places carry
+    it. ``host:pid`` alone repeats when a container restarts in its pod (same hostname, pid 1 again), and
+    reaping the dead start would then free the new one's slots."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass

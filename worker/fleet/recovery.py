@@ -58,12 +58,12 @@ REAP_GRACE_S = 1.0
 
 
 def new_owner_token(owner: str) -> str:
-    """Unique per process start: ``host:pid`` can be reused, a nonce cannot."""
+    """The reaper's name for a process start (its owner, ``worker.runtime.owner_id``, and a nonce)."""
     return f"{owner}:{uuid.uuid4().hex[:8]}"
 
 
 def owner_of_token(token: str) -> str:
-    """The process (``host:pid``, the owner its lease ids carry) behind an owner token."""
+    """The process start (the owner its lease ids carry) behind an owner token."""
     return token.rsplit(":", 1)[0]
 
 
