@@ -622,6 +622,28 @@ async def test_a_slot_granted_to_a_waiter_its_process_no_longer_has_is_handed_on
     await adm.release(1, 1)
 
 
+async def test_a_slot_being_handed_on_at_shutdown_is_freed_before_close_returns(
+    redis_url: str, gates: GateFactory, redis: Redis
+) -> None:
+    # A worker stopping (a rolling deploy) just as a slot is granted to a waiter it no longer has: the
+    # slot must not stay held by the stopped process until its lease expires (30 s by default).
+    settings = make_settings(concurrency=1)
+    a = await gates(settings)
+    rb = Redis.from_url(redis_url)
+    b = TierGate(rb, KEYS, settings, owner="stopping")
+    await b.start()
+    held = await admitted(await a.try_admit(T, 1, 1))
+    await redis.zadd(KEYS.line(T), {f"{b.owner}:gone|1|1": 0})
+    await held.release(1, 1)  # granted to the place b no longer has
+    while not b._handing_back:
+        await asyncio.sleep(0)
+    await b.close()
+    await rb.aclose()
+    for task in list(b._handing_back):  # what the end of the worker's event loop does to what is left
+        task.cancel()
+    assert await redis.zcard(KEYS.leases(T)) == 0
+
+
 async def test_a_grant_to_the_releasing_process_is_not_published(gates: GateFactory, redis: Redis) -> None:
     settings = make_settings(concurrency=1, handover=False)  # through the line (handovers: see below)
     a, b = await gates(settings), await gates(settings)

@@ -195,6 +195,9 @@ class TierGate:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
+        if self._handing_back:
+            # A slot on its way to the next in line would otherwise stay held until its lease expires.
+            await asyncio.gather(*self._handing_back, return_exceptions=True)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
