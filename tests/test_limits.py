@@ -635,8 +635,9 @@ async def test_a_slot_being_handed_on_at_shutdown_is_freed_before_close_returns(
     held = await admitted(await a.try_admit(T, 1, 1))
     await redis.zadd(KEYS.line(T), {f"{b.owner}:gone|1|1": 0})
     await held.release(1, 1)  # granted to the place b no longer has
-    while not b._handing_back:
-        await asyncio.sleep(0)
+    async with asyncio.timeout(5):  # a hand-back that never starts fails here, not at the suite's timeout
+        while not b._handing_back:
+            await asyncio.sleep(0)
     await b.close()
     await rb.aclose()
     for task in list(b._handing_back):  # what the end of the worker's event loop does to what is left
